@@ -1,0 +1,1 @@
+"""Noctis shared library."""

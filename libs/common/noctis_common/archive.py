@@ -1,0 +1,563 @@
+"""The store pipeline shared by C-STORE and STOW-RS, and its durability rule.
+
+An instance is acknowledged only after :meth:`Archive.store_part10` returns, and it
+returns only after
+
+1. the Part 10 file is durable in the object store under a key that no other object
+   can have (UIDs plus a digest of the dataset bytes), and
+2. the index rows and the ``instance.stored`` outbox event are committed in one
+   transaction.
+
+If either step fails, the caller gets :class:`StoreFailedError` and the object is removed
+again, so nothing half-written is visible. Readers find objects only through committed
+index rows. A crash between steps 1 and 2 leaves an unreferenced object; before step 1
+the archive writes an intent marker naming the key into its spool folder, and
+:meth:`Archive.recover` deletes such objects when the process that wrote them is gone.
+
+Duplicate policy: the first stored copy of a SOP Instance UID is kept. A later object
+with the same SOP Instance UID is answered as a success without storing anything when
+its dataset is the same (identical bytes, or equal elements in another transfer
+syntax); otherwise it is rejected with :attr:`FailureReason.DUPLICATE_SOP_INSTANCE`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import uuid
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from sqlalchemy import String, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from noctis_common.db import Database
+from noctis_common.db.models import Instance, Patient, Series, Study
+from noctis_common.dicom.attributes import (
+    IndexRecord,
+    extract_index_record,
+    person_name_search_form,
+    time_key,
+)
+from noctis_common.dicom.json_model import BULK_DATA_THRESHOLD_BYTES, dataset_to_json
+from noctis_common.dicom.part10 import Part10Error, read_part10_header, write_part10
+from noctis_common.events import INSTANCE_STORED, OutboxRelay, add_event
+from noctis_common.storage import ObjectStore, StorageError
+from noctis_common.uids import InvalidUIDError, instance_object_key, validate_uid
+
+logger = logging.getLogger(__name__)
+
+
+class FailureReason(IntEnum):
+    """Failure statuses of the Storage Service (PS3.4 B.2.3, PS3.7 C.4), shared with STOW-RS."""
+
+    PROCESSING_FAILURE = 0x0110
+    DUPLICATE_SOP_INSTANCE = 0x0111
+    OUT_OF_RESOURCES = 0xA700
+    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    CANNOT_UNDERSTAND = 0xC000
+
+
+class StoreFailedError(Exception):
+    """An instance was not stored; ``reason`` is the status to send back."""
+
+    def __init__(self, reason: FailureReason, message: str) -> None:
+        self.reason = reason
+        self.message = message
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """An instance that is durable and indexed."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    duplicate: bool
+
+
+def _fit(value: str, column: Any) -> str:
+    """Cut ``value`` to the column's length; over-long values occur in real files."""
+    length = column.type.length if isinstance(column.type, String) else None
+    return value[:length] if length else value
+
+
+def _process_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Archive:
+    """Stores instances into the object store and the index, following the rules above."""
+
+    def __init__(
+        self,
+        database: Database,
+        store: ObjectStore,
+        spool_root: Path,
+        relay: OutboxRelay | None = None,
+    ) -> None:
+        self.database = database
+        self.store = store
+        self.relay = relay
+        self.spool_root = spool_root
+        owner = f"{socket.gethostname()}-{os.getpid()}"
+        self.spool_dir = spool_root / owner
+        self.intents_dir = self.spool_dir / "intents"
+        self.intents_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- spool -------------------------------------------------------------------------
+
+    def new_spool_path(self, suffix: str = ".dcm") -> Path:
+        """Return a fresh path in this process's spool folder for an incoming object."""
+        return self.spool_dir / f"{uuid.uuid4().hex}{suffix}"
+
+    def recover(self) -> None:
+        """Remove what processes that died on this host left in the spool.
+
+        Objects named by their intent markers are deleted unless an index row refers
+        to them: such objects were written but never acknowledged.
+        """
+        hostname = socket.gethostname()
+        if not self.spool_root.is_dir():
+            return
+        for folder in self.spool_root.iterdir():
+            host, _, pid_text = folder.name.rpartition("-")
+            if folder == self.spool_dir or host != hostname or not pid_text.isdigit():
+                continue
+            if _process_is_alive(int(pid_text)):
+                continue
+            intents = folder / "intents"
+            for marker in intents.glob("*") if intents.is_dir() else []:
+                self._resolve_intent(marker.read_text(encoding="utf-8").strip())
+                marker.unlink()
+            shutil.rmtree(folder, ignore_errors=True)
+            logger.info("removed the spool of ended process %s", folder.name)
+
+    def _resolve_intent(self, key: str) -> None:
+        if not key:
+            return
+        if self._key_is_indexed(key):
+            return
+        logger.warning("deleting object %s: it was written but never indexed", key)
+        self.store.delete(key)
+
+    def _key_is_indexed(self, key: str) -> bool:
+        with self.database.read_session() as session:
+            return (
+                session.scalar(select(Instance.id).where(Instance.object_key == key).limit(1))
+                is not None
+            )
+
+    # -- store ---------------------------------------------------------------------------
+
+    def store_part10(
+        self,
+        path: Path,
+        *,
+        source_ae_title: str | None = None,
+        expected_sop_class_uid: str | None = None,
+        expected_sop_instance_uid: str | None = None,
+    ) -> StoredInstance:
+        """Store the Part 10 file at ``path`` (consumed) and index it.
+
+        Raises :class:`StoreFailedError` with the status to return when the object is not
+        stored.
+        """
+        spool_copy: Path | None = None
+        try:
+            dataset, transfer_syntax_uid, dataset_offset = self._read(path)
+            record = self._validate(dataset, expected_sop_class_uid, expected_sop_instance_uid)
+            metadata_json = json.dumps(dataset_to_json(dataset), separators=(",", ":"))
+
+            spool_copy = self.new_spool_path()
+            with open(path, "rb") as source:
+                source.seek(dataset_offset)
+                written = write_part10(
+                    spool_copy,
+                    source,
+                    sop_class_uid=record.sop_class_uid,
+                    sop_instance_uid=record.sop_instance_uid,
+                    transfer_syntax_uid=transfer_syntax_uid,
+                    source_ae_title=source_ae_title,
+                )
+
+            existing = self._check_duplicate(record, written.dataset_sha256, dataset)
+            if existing is not None:
+                return existing
+
+            key = instance_object_key(
+                record.study_instance_uid,
+                record.series_instance_uid,
+                record.sop_instance_uid,
+                written.dataset_sha256,
+            )
+            marker = self.intents_dir / uuid.uuid4().hex
+            marker.write_text(key, encoding="utf-8")
+            try:
+                self.store.put_file(key, spool_copy)
+                spool_copy = None
+                duplicate = self._commit(
+                    record,
+                    object_key=key,
+                    object_size=written.size,
+                    dataset_offset=written.dataset_offset,
+                    dataset_sha256=written.dataset_sha256,
+                    transfer_syntax_uid=transfer_syntax_uid,
+                    metadata_json=metadata_json,
+                    source_ae_title=source_ae_title or "",
+                )
+            except BaseException:
+                self._discard_unindexed(key)
+                raise
+            finally:
+                marker.unlink(missing_ok=True)
+        except StorageError as error:
+            raise StoreFailedError(FailureReason.OUT_OF_RESOURCES, str(error)) from error
+        except SQLAlchemyError as error:
+            raise StoreFailedError(
+                FailureReason.OUT_OF_RESOURCES, f"the index database failed: {error}"
+            ) from error
+        except OSError as error:
+            raise StoreFailedError(
+                FailureReason.OUT_OF_RESOURCES, f"writing the spool failed: {error}"
+            ) from error
+        finally:
+            path.unlink(missing_ok=True)
+            if spool_copy is not None:
+                spool_copy.unlink(missing_ok=True)
+
+        if duplicate is not None:
+            return duplicate
+        if self.relay is not None:
+            self.relay.notify()
+        logger.info(
+            "stored instance %s of study %s (%s) from %s",
+            record.sop_instance_uid,
+            record.study_instance_uid,
+            transfer_syntax_uid,
+            source_ae_title or "HTTP",
+        )
+        return StoredInstance(
+            study_instance_uid=record.study_instance_uid,
+            series_instance_uid=record.series_instance_uid,
+            sop_instance_uid=record.sop_instance_uid,
+            sop_class_uid=record.sop_class_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            duplicate=False,
+        )
+
+    def _read(self, path: Path) -> tuple[Dataset, str, int]:
+        try:
+            with open(path, "rb") as handle:
+                header = read_part10_header(handle)
+        except Part10Error as error:
+            raise StoreFailedError(FailureReason.CANNOT_UNDERSTAND, str(error)) from error
+        try:
+            transfer_syntax_uid = validate_uid(header.transfer_syntax_uid, "TransferSyntaxUID")
+        except InvalidUIDError as error:
+            raise StoreFailedError(FailureReason.CANNOT_UNDERSTAND, str(error)) from error
+        try:
+            dataset = dcmread(path, defer_size=BULK_DATA_THRESHOLD_BYTES, force=True)
+            # Reading one element forces pydicom to check the encoding early.
+            dataset.get("SOPInstanceUID")
+        except Exception as error:  # pydicom raises many types on corrupt input
+            raise StoreFailedError(
+                FailureReason.CANNOT_UNDERSTAND, f"the dataset cannot be parsed: {error}"
+            ) from error
+        return dataset, transfer_syntax_uid, header.dataset_offset
+
+    def _validate(
+        self,
+        dataset: Dataset,
+        expected_sop_class_uid: str | None,
+        expected_sop_instance_uid: str | None,
+    ) -> IndexRecord:
+        try:
+            record = extract_index_record(dataset)
+        except InvalidUIDError as error:
+            raise StoreFailedError(
+                FailureReason.CANNOT_UNDERSTAND,
+                f"{error}; every instance needs valid SOP Class, SOP Instance, Study "
+                "Instance and Series Instance UIDs",
+            ) from error
+        if expected_sop_class_uid and record.sop_class_uid != expected_sop_class_uid:
+            raise StoreFailedError(
+                FailureReason.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                f"the dataset's SOP Class UID {record.sop_class_uid} differs from the "
+                f"request's Affected SOP Class UID {expected_sop_class_uid}",
+            )
+        if expected_sop_instance_uid and record.sop_instance_uid != expected_sop_instance_uid:
+            raise StoreFailedError(
+                FailureReason.CANNOT_UNDERSTAND,
+                f"the dataset's SOP Instance UID {record.sop_instance_uid} differs from "
+                f"the request's Affected SOP Instance UID {expected_sop_instance_uid}",
+            )
+        return record
+
+    def _check_duplicate(
+        self, record: IndexRecord, dataset_sha256: str, dataset: Dataset
+    ) -> StoredInstance | None:
+        """Return the stored copy when ``record`` repeats it, or raise on a conflict."""
+        with self.database.read_session() as session:
+            existing = session.scalar(
+                select(Instance).where(Instance.sop_instance_uid == record.sop_instance_uid)
+            )
+            if existing is None:
+                return None
+            series = session.get(Series, existing.series_fk)
+            study = session.get(Study, existing.study_fk)
+        assert series is not None and study is not None  # foreign keys guarantee both
+        stored = StoredInstance(
+            study_instance_uid=study.study_instance_uid,
+            series_instance_uid=series.series_instance_uid,
+            sop_instance_uid=existing.sop_instance_uid,
+            sop_class_uid=existing.sop_class_uid,
+            transfer_syntax_uid=existing.transfer_syntax_uid,
+            duplicate=True,
+        )
+        if existing.dataset_sha256 == dataset_sha256 or self._same_elements(existing, dataset):
+            logger.info(
+                "instance %s is already stored with the same content", record.sop_instance_uid
+            )
+            return stored
+        raise StoreFailedError(
+            FailureReason.DUPLICATE_SOP_INSTANCE,
+            f"SOP Instance UID {record.sop_instance_uid} is already stored with different "
+            f"content in study {study.study_instance_uid}; the archive keeps the first "
+            "copy, so send a corrected object with a new SOP Instance UID",
+        )
+
+    def _same_elements(self, existing: Instance, dataset: Dataset) -> bool:
+        """Compare element values, so a re-send in another transfer syntax counts as equal."""
+        try:
+            with self.store.open(existing.object_key) as handle:
+                stored = dcmread(handle, force=True)
+                return bool(stored == dataset)
+        except Exception as error:  # an unreadable stored copy is treated as different
+            logger.warning(
+                "could not compare instance %s with its stored copy: %s",
+                existing.sop_instance_uid,
+                error,
+            )
+            return False
+
+    def _discard_unindexed(self, key: str) -> None:
+        try:
+            if not self._key_is_indexed(key):
+                self.store.delete(key)
+        except (StorageError, SQLAlchemyError) as error:
+            logger.error(
+                "could not remove unindexed object %s (recovery retries at start): %s",
+                key,
+                error,
+            )
+
+    def _commit(self, record: IndexRecord, **instance_values: Any) -> StoredInstance | None:
+        """Commit the index rows; return the stored copy if another writer won the race."""
+        try:
+            with self.database.write_session() as session:
+                self._insert_rows(session, record, instance_values)
+                session.commit()
+        except IntegrityError:
+            # Another writer committed the same SOP Instance UID first: apply the
+            # duplicate policy against what it stored.
+            existing = self._check_duplicate(record, instance_values["dataset_sha256"], Dataset())
+            if existing is None:
+                raise
+            return existing
+        return None
+
+    def _insert_rows(
+        self, session: Session, record: IndexRecord, instance_values: dict[str, Any]
+    ) -> None:
+        patient = self._get_or_create_patient(session, record)
+        study, study_created = self._get_or_create_study(session, record, patient)
+        series, series_created = self._get_or_create_series(session, record, study)
+        if series.study_fk != study.id:
+            raise StoreFailedError(
+                FailureReason.CANNOT_UNDERSTAND,
+                f"SeriesInstanceUID {record.series_instance_uid} already belongs to another "
+                f"study than {record.study_instance_uid}",
+            )
+        columns = Instance.__table__.c
+        session.add(
+            Instance(
+                sop_instance_uid=record.sop_instance_uid,
+                series_fk=series.id,
+                study_fk=study.id,
+                sop_class_uid=record.sop_class_uid,
+                instance_number=record.instance_number,
+                rows=record.rows,
+                columns=record.columns,
+                bits_allocated=record.bits_allocated,
+                number_of_frames=record.number_of_frames,
+                content_date=_fit(record.content_date, columns.content_date),
+                content_time=_fit(record.content_time, columns.content_time),
+                specific_character_set=_fit(
+                    record.specific_character_set, columns.specific_character_set
+                ),
+                **instance_values,
+            )
+        )
+        session.flush()
+        session.execute(
+            update(Series)
+            .where(Series.id == series.id)
+            .values(
+                number_of_series_related_instances=Series.number_of_series_related_instances + 1
+            )
+        )
+        study_changes: dict[str, Any] = {
+            "number_of_study_related_instances": Study.number_of_study_related_instances + 1
+        }
+        if series_created:
+            study_changes["number_of_study_related_series"] = (
+                Study.number_of_study_related_series + 1
+            )
+            modalities = [m for m in study.modalities_in_study.split("\\") if m]
+            if record.modality and record.modality not in modalities:
+                modalities.append(record.modality)
+                study_changes["modalities_in_study"] = _fit(
+                    "\\".join(sorted(modalities)), Study.__table__.c.modalities_in_study
+                )
+        session.execute(update(Study).where(Study.id == study.id).values(**study_changes))
+        add_event(
+            session,
+            INSTANCE_STORED,
+            record.study_instance_uid,
+            {
+                "StudyInstanceUID": record.study_instance_uid,
+                "SeriesInstanceUID": record.series_instance_uid,
+                "SOPInstanceUID": record.sop_instance_uid,
+                "SOPClassUID": record.sop_class_uid,
+                "Modality": record.modality,
+                "NewStudy": study_created,
+                "NewSeries": series_created,
+            },
+        )
+
+    def _get_or_create_patient(self, session: Session, record: IndexRecord) -> Patient:
+        columns = Patient.__table__.c
+        patient_id = _fit(record.patient_id, columns.patient_id)
+        issuer = _fit(record.issuer_of_patient_id, columns.issuer_of_patient_id)
+        patient = session.scalar(
+            select(Patient).where(
+                Patient.patient_id == patient_id, Patient.issuer_of_patient_id == issuer
+            )
+        )
+        if patient is None:
+            patient = Patient(
+                patient_id=patient_id,
+                issuer_of_patient_id=issuer,
+                patient_name=_fit(record.patient_name, columns.patient_name),
+                patient_birth_date=_fit(record.patient_birth_date, columns.patient_birth_date),
+                patient_sex=_fit(record.patient_sex, columns.patient_sex),
+            )
+            session.add(patient)
+            session.flush()
+        return patient
+
+    def _get_or_create_study(
+        self, session: Session, record: IndexRecord, patient: Patient
+    ) -> tuple[Study, bool]:
+        study = session.scalar(
+            select(Study).where(Study.study_instance_uid == record.study_instance_uid)
+        )
+        if study is not None:
+            return study, False
+        columns = Study.__table__.c
+        study = Study(
+            study_instance_uid=record.study_instance_uid,
+            patient_fk=patient.id,
+            patient_name=_fit(record.patient_name, columns.patient_name),
+            patient_name_search=_fit(
+                person_name_search_form(record.patient_name), columns.patient_name_search
+            ),
+            patient_id=_fit(record.patient_id, columns.patient_id),
+            issuer_of_patient_id=_fit(record.issuer_of_patient_id, columns.issuer_of_patient_id),
+            patient_birth_date=_fit(record.patient_birth_date, columns.patient_birth_date),
+            patient_sex=_fit(record.patient_sex, columns.patient_sex),
+            study_date=_fit(record.study_date, columns.study_date),
+            study_time=_fit(record.study_time, columns.study_time),
+            study_time_key=time_key(record.study_time),
+            accession_number=_fit(record.accession_number, columns.accession_number),
+            study_id=_fit(record.study_id, columns.study_id),
+            study_description=_fit(record.study_description, columns.study_description),
+            referring_physician_name=_fit(
+                record.referring_physician_name, columns.referring_physician_name
+            ),
+            referring_physician_name_search=_fit(
+                person_name_search_form(record.referring_physician_name),
+                columns.referring_physician_name_search,
+            ),
+            timezone_offset_from_utc=_fit(
+                record.timezone_offset_from_utc, columns.timezone_offset_from_utc
+            ),
+            specific_character_set=_fit(
+                record.specific_character_set, columns.specific_character_set
+            ),
+            modalities_in_study="",
+            number_of_study_related_series=0,
+            number_of_study_related_instances=0,
+        )
+        session.add(study)
+        session.flush()
+        return study, True
+
+    def _get_or_create_series(
+        self, session: Session, record: IndexRecord, study: Study
+    ) -> tuple[Series, bool]:
+        series = session.scalar(
+            select(Series).where(Series.series_instance_uid == record.series_instance_uid)
+        )
+        if series is not None:
+            return series, False
+        columns = Series.__table__.c
+        series = Series(
+            series_instance_uid=record.series_instance_uid,
+            study_fk=study.id,
+            modality=_fit(record.modality, columns.modality),
+            series_number=record.series_number,
+            series_description=_fit(record.series_description, columns.series_description),
+            series_date=_fit(record.series_date, columns.series_date),
+            series_time=_fit(record.series_time, columns.series_time),
+            body_part_examined=_fit(record.body_part_examined, columns.body_part_examined),
+            performed_procedure_step_start_date=_fit(
+                record.performed_procedure_step_start_date,
+                columns.performed_procedure_step_start_date,
+            ),
+            performed_procedure_step_start_time=_fit(
+                record.performed_procedure_step_start_time,
+                columns.performed_procedure_step_start_time,
+            ),
+            performed_procedure_step_start_time_key=time_key(
+                record.performed_procedure_step_start_time
+            ),
+            timezone_offset_from_utc=_fit(
+                record.timezone_offset_from_utc, columns.timezone_offset_from_utc
+            ),
+            specific_character_set=_fit(
+                record.specific_character_set, columns.specific_character_set
+            ),
+            number_of_series_related_instances=0,
+        )
+        session.add(series)
+        session.flush()
+        return series, True

@@ -1,0 +1,184 @@
+"""The index: patients, studies, series, instances and the event outbox.
+
+Columns that QIDO-RS and C-FIND match on are named by DICOM keyword in snake_case and
+sized by their VR's maximum length (PS3.5 table 6.2-1). Person names are kept twice:
+as stored (``patient_name``) and as a lowercase search form (``patient_name_search``)
+for case-insensitive matching. Times are kept as received and as a fixed-width
+``..._key`` (``HHMMSS.FFFFFF``) so that range matching can compare strings.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+UID = String(64)
+PERSON_NAME = String(324)  # three component groups of up to 64 characters, with '=' and '^'
+LONG_STRING = String(64)
+SHORT_STRING = String(16)
+DATE = String(8)
+TIME = String(16)
+CODE_STRING = String(16)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Patient(Base):
+    """A patient identity: Patient ID within its issuer."""
+
+    __tablename__ = "patient"
+    __table_args__ = (UniqueConstraint("patient_id", "issuer_of_patient_id"),)
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    patient_id: Mapped[str] = mapped_column(LONG_STRING, default="")
+    issuer_of_patient_id: Mapped[str] = mapped_column(LONG_STRING, default="")
+    patient_name: Mapped[str] = mapped_column(PERSON_NAME, default="")
+    patient_birth_date: Mapped[str] = mapped_column(DATE, default="")
+    patient_sex: Mapped[str] = mapped_column(CODE_STRING, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+    studies: Mapped[list[Study]] = relationship(back_populates="patient")
+
+
+class Study(Base):
+    """A study, with the patient attributes as its instances carried them."""
+
+    __tablename__ = "study"
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    patient_fk: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+
+    patient_name: Mapped[str] = mapped_column(PERSON_NAME, default="")
+    patient_name_search: Mapped[str] = mapped_column(PERSON_NAME, default="", index=True)
+    patient_id: Mapped[str] = mapped_column(LONG_STRING, default="", index=True)
+    issuer_of_patient_id: Mapped[str] = mapped_column(LONG_STRING, default="")
+    patient_birth_date: Mapped[str] = mapped_column(DATE, default="")
+    patient_sex: Mapped[str] = mapped_column(CODE_STRING, default="")
+
+    study_date: Mapped[str] = mapped_column(DATE, default="", index=True)
+    study_time: Mapped[str] = mapped_column(TIME, default="")
+    study_time_key: Mapped[str] = mapped_column(TIME, default="")
+    accession_number: Mapped[str] = mapped_column(SHORT_STRING, default="", index=True)
+    study_id: Mapped[str] = mapped_column(SHORT_STRING, default="")
+    study_description: Mapped[str] = mapped_column(LONG_STRING, default="")
+    referring_physician_name: Mapped[str] = mapped_column(PERSON_NAME, default="")
+    referring_physician_name_search: Mapped[str] = mapped_column(PERSON_NAME, default="")
+    timezone_offset_from_utc: Mapped[str] = mapped_column(SHORT_STRING, default="")
+    specific_character_set: Mapped[str] = mapped_column(String(160), default="")
+
+    # Maintained by the archive in the same transaction that adds an instance.
+    modalities_in_study: Mapped[str] = mapped_column(String(160), default="")
+    number_of_study_related_series: Mapped[int] = mapped_column(Integer, default=0)
+    number_of_study_related_instances: Mapped[int] = mapped_column(Integer, default=0)
+
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utc_now, onupdate=utc_now
+    )
+
+    patient: Mapped[Patient] = relationship(back_populates="studies")
+    series: Mapped[list[Series]] = relationship(back_populates="study")
+
+
+class Series(Base):
+    """A series of one study."""
+
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    series_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    study_fk: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
+
+    modality: Mapped[str] = mapped_column(CODE_STRING, default="", index=True)
+    series_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    series_description: Mapped[str] = mapped_column(LONG_STRING, default="")
+    series_date: Mapped[str] = mapped_column(DATE, default="")
+    series_time: Mapped[str] = mapped_column(TIME, default="")
+    body_part_examined: Mapped[str] = mapped_column(CODE_STRING, default="")
+    performed_procedure_step_start_date: Mapped[str] = mapped_column(DATE, default="")
+    performed_procedure_step_start_time: Mapped[str] = mapped_column(TIME, default="")
+    performed_procedure_step_start_time_key: Mapped[str] = mapped_column(TIME, default="")
+    timezone_offset_from_utc: Mapped[str] = mapped_column(SHORT_STRING, default="")
+    specific_character_set: Mapped[str] = mapped_column(String(160), default="")
+
+    number_of_series_related_instances: Mapped[int] = mapped_column(Integer, default=0)
+
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utc_now, onupdate=utc_now
+    )
+
+    study: Mapped[Study] = relationship(back_populates="series")
+    instances: Mapped[list[Instance]] = relationship(back_populates="series")
+
+
+class Instance(Base):
+    """One stored SOP instance and where its bytes are."""
+
+    __tablename__ = "instance"
+    __table_args__ = (Index("ix_instance_series_number", "series_fk", "instance_number"),)
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    series_fk: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    study_fk: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
+
+    sop_class_uid: Mapped[str] = mapped_column(UID, default="", index=True)
+    instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    columns: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    bits_allocated: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    number_of_frames: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    content_date: Mapped[str] = mapped_column(DATE, default="")
+    content_time: Mapped[str] = mapped_column(TIME, default="")
+    specific_character_set: Mapped[str] = mapped_column(String(160), default="")
+
+    transfer_syntax_uid: Mapped[str] = mapped_column(UID)
+    object_key: Mapped[str] = mapped_column(String(255))
+    object_size: Mapped[int] = mapped_column(BigInteger)
+    # Byte offset in the stored Part 10 file where the dataset (after the File Meta
+    # Information) begins; WADO-RS uses it to serve the dataset without re-encoding.
+    dataset_offset: Mapped[int] = mapped_column(Integer)
+    # SHA-256 of the dataset bytes as received, in hex: identifies a re-sent copy.
+    dataset_sha256: Mapped[str] = mapped_column(String(64))
+    # DICOM JSON (PS3.18 annex F) with bulk data replaced by relative BulkDataURIs.
+    metadata_json: Mapped[str] = mapped_column(Text)
+    source_ae_title: Mapped[str] = mapped_column(SHORT_STRING, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+    series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class OutboxEvent(Base):
+    """An event written in the same transaction as the index change it reports."""
+
+    __tablename__ = "outbox_event"
+    __table_args__ = (Index("ix_outbox_event_unpublished", "published_at", "id"),)
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    study_instance_uid: Mapped[str] = mapped_column(UID, default="")
+    payload_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,0 +1,129 @@
+"""Reading and writing DICOM Part 10 files (PS3.10 section 7) without re-encoding.
+
+Noctis stores each dataset byte for byte as received. Only the File Meta Information
+is written anew, so it is always complete and names the transfer syntax of the bytes
+that follow it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pydicom.dataset import FileMetaDataset
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.tag import BaseTag
+from pydicom.uid import UID
+
+from noctis_common.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+
+PREAMBLE_LENGTH = 128
+PREFIX = b"DICM"
+COPY_CHUNK_BYTES = 1024 * 1024
+
+
+class Part10Error(ValueError):
+    """The input is not a DICOM Part 10 file that can be stored."""
+
+
+@dataclass(frozen=True)
+class Part10Header:
+    """The File Meta Information of a Part 10 file and where its dataset begins."""
+
+    file_meta: FileMetaDataset
+    dataset_offset: int
+
+    @property
+    def transfer_syntax_uid(self) -> str:
+        return str(self.file_meta.get("TransferSyntaxUID", "")).rstrip("\x00 ")
+
+
+def _is_not_group_0002(tag: BaseTag, _vr: str | None, _length: int) -> bool:
+    return tag >> 16 != 2
+
+
+def read_part10_header(handle: BinaryIO) -> Part10Header:
+    """Read the preamble and File Meta Information from the start of ``handle``.
+
+    Raises :class:`Part10Error` when the 'DICM' prefix or the Transfer Syntax UID is
+    missing, because then the encoding of the dataset bytes is unknown.
+    """
+    handle.seek(0)
+    head = handle.read(PREAMBLE_LENGTH + len(PREFIX))
+    if head[PREAMBLE_LENGTH:] == PREFIX:
+        start = PREAMBLE_LENGTH + len(PREFIX)
+    elif head[: len(PREFIX)] == PREFIX:
+        start = len(PREFIX)  # no preamble, a form some writers produce
+    else:
+        raise Part10Error(
+            "not a DICOM Part 10 file: the 'DICM' prefix is missing at byte 128; "
+            "send the dataset with its File Meta Information (PS3.10 section 7.1)"
+        )
+    handle.seek(start)
+    try:
+        meta = FileMetaDataset(
+            read_dataset(
+                handle, is_implicit_VR=False, is_little_endian=True, stop_when=_is_not_group_0002
+            )
+        )
+    except Exception as error:  # pydicom raises several types on corrupt input
+        raise Part10Error(f"the File Meta Information cannot be parsed: {error}") from error
+    if "TransferSyntaxUID" not in meta:
+        raise Part10Error("the File Meta Information has no Transfer Syntax UID (0002,0010)")
+    return Part10Header(file_meta=meta, dataset_offset=handle.tell())
+
+
+@dataclass(frozen=True)
+class WrittenPart10:
+    """A Part 10 file written to the spool."""
+
+    path: Path
+    dataset_offset: int
+    dataset_sha256: str
+    size: int
+
+
+def write_part10(
+    target: Path,
+    dataset_source: BinaryIO,
+    *,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    source_ae_title: str | None = None,
+) -> WrittenPart10:
+    """Write a Part 10 file: new File Meta Information, then the dataset bytes verbatim.
+
+    ``dataset_source`` must be positioned at the first byte of the dataset. The SHA-256
+    covers only those dataset bytes, so a copy re-sent with other File Meta Information
+    hashes the same.
+    """
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax_uid)
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    if source_ae_title:
+        meta.SourceApplicationEntityTitle = source_ae_title.strip()
+
+    digest = hashlib.sha256()
+    with open(target, "wb") as output:
+        output.write(b"\x00" * PREAMBLE_LENGTH + PREFIX)
+        write_file_meta_info(output, meta, enforce_standard=True)  # type: ignore[arg-type]
+        dataset_offset = output.tell()
+        while chunk := dataset_source.read(COPY_CHUNK_BYTES):
+            digest.update(chunk)
+            output.write(chunk)
+        output.flush()
+        size = output.tell()
+    if size == dataset_offset:
+        os.unlink(target)
+        raise Part10Error("the dataset is empty")
+    return WrittenPart10(
+        path=target, dataset_offset=dataset_offset, dataset_sha256=digest.hexdigest(), size=size
+    )

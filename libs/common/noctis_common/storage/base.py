@@ -1,0 +1,40 @@
+"""The object store interface and its errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+class ObjectNotFoundError(LookupError):
+    """No object is stored under the requested key."""
+
+
+class StorageError(OSError):
+    """The object store failed to write, read or delete an object."""
+
+
+class ObjectStore(Protocol):
+    """Durable storage of immutable objects addressed by key."""
+
+    def put_file(self, key: str, source: Path) -> None:
+        """Store the file at ``source`` under ``key``; ``source`` is consumed.
+
+        Returns only after the object is durable. On failure nothing is visible under
+        ``key`` that was not there before.
+        """
+
+    def open(self, key: str) -> BinaryIO:
+        """Open the object for reading, or raise :class:`ObjectNotFoundError`."""
+
+    def iter_range(self, key: str, start: int, length: int | None) -> Iterator[bytes]:
+        """Yield the bytes of the object from ``start``; ``length=None`` reads to the end."""
+
+    def size(self, key: str) -> int:
+        """Return the object's size in bytes."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None:
+        """Delete the object; deleting a missing key is not an error."""

@@ -1,0 +1,135 @@
+"""FastAPI pieces shared by the DICOMweb services: app factory, CORS, errors, context."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from noctis_common.context import ArchiveContext
+from noctis_common.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DICOMWEB_PREFIX = "/dicom-web"
+# Response headers a browser viewer must be allowed to read across origins.
+EXPOSED_HEADERS = ["Warning", "Content-Type", "Content-Length", "Content-Location", "ETag"]
+
+
+class UnhandledErrorMiddleware:
+    """Turns an unhandled exception into a JSON 500 inside the CORS middleware.
+
+    Starlette answers unhandled errors in its outermost layer, outside CORS, so a
+    browser would see a CORS failure instead of the error. This middleware sits inside
+    CORS so that the 500 carries CORS headers too.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if response_started:
+                raise
+            response = JSONResponse(
+                {"detail": "internal server error; the server log has the details"},
+                status_code=500,
+            )
+            await response(scope, receive, send)
+
+
+def create_app(
+    title: str,
+    routers: Sequence[APIRouter],
+    settings: Settings,
+    context: ArchiveContext | None = None,
+) -> FastAPI:
+    """Build an app serving ``routers`` under ``/dicom-web``.
+
+    Without ``context`` the app opens its own at start-up and closes it at shutdown.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = context is None
+        app.state.context = context or ArchiveContext.create(settings)
+        if owned:
+            app.state.context.start()
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.context.close()
+
+    app = FastAPI(title=title, lifespan=lifespan)
+    app.state.settings = settings
+    if context is not None:
+        app.state.context = context
+    app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["*"],
+        expose_headers=EXPOSED_HEADERS,
+    )
+    for router in routers:
+        app.include_router(router, prefix=DICOMWEB_PREFIX)
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def get_context(request: Request) -> ArchiveContext:
+    context: ArchiveContext = request.app.state.context
+    return context
+
+
+Context = Annotated[ArchiveContext, Depends(get_context)]
+
+
+def dicomweb_base_url(request: Request, settings: Settings) -> str:
+    """Return the DICOMweb base URL for links in responses, without a trailing slash."""
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/")
+    return str(request.base_url).rstrip("/") + DICOMWEB_PREFIX
+
+
+def study_url(base_url: str, study_instance_uid: str) -> str:
+    return f"{base_url}/studies/{study_instance_uid}"
+
+
+def series_url(base_url: str, study_instance_uid: str, series_instance_uid: str) -> str:
+    return f"{study_url(base_url, study_instance_uid)}/series/{series_instance_uid}"
+
+
+def instance_url(
+    base_url: str, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str
+) -> str:
+    return (
+        f"{series_url(base_url, study_instance_uid, series_instance_uid)}"
+        f"/instances/{sop_instance_uid}"
+    )
