@@ -6,6 +6,7 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from noctis_common.settings import Settings
 from noctis_common.web import create_app
 from sqlalchemy import create_engine, text
 
-from tests.support import ArchiveProcess, free_port, running_archive
+from tests.support import ArchiveProcess, free_port, running_archive, wait_for_port
 
 POSTGRES_SUPERUSER = "noctis"
 
@@ -81,6 +82,27 @@ def postgres_server() -> Iterator[str]:
             capture_output=True,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """Start moto's S3-compatible server on a free loopback port; yield host:port.
+
+    No S3 server product installs from the package registries this project may use,
+    so the S3 tests run against moto's emulator, which speaks the S3 REST protocol.
+    """
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 @pytest.fixture
