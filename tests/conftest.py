@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
 from noctis_common.context import ArchiveContext
 from noctis_common.settings import Settings
 from noctis_common.web import create_app
-from sqlalchemy import create_engine, text
-
 from tests.support import ArchiveProcess, free_port, running_archive, wait_for_port
 
 POSTGRES_SUPERUSER = "noctis"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ImplicitVRLittleEndian, generate_uid
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
@@ -136,7 +136,7 @@ def test_hostile_uid_is_rejected(context: ArchiveContext, keyword: str, value: s
     dataset = make_dataset()
     setattr(dataset, keyword, value)
     if keyword == "SOPInstanceUID":
-        dataset.file_meta.MediaStorageSOPInstanceUID = "1.2.3"
+        dataset.file_meta.MediaStorageSOPInstanceUID = UID("1.2.3")
 
     with pytest.raises(StoreFailedError) as raised:
         context.archive.store_part10(_spool(context, dataset))

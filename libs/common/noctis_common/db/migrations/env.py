@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from alembic import context
-from noctis_common.db.models import Base
 from sqlalchemy import create_engine
+
+from noctis_common.db.models import Base
 
 config = context.config
 engine = config.attributes.get("engine")
