@@ -132,21 +132,29 @@ class Archive:
         """Remove what processes that died on this host left in the spool.
 
         Objects named by their intent markers are deleted unless an index row refers
-        to them: such objects were written but never acknowledged.
+        to them, because such objects were written but never acknowledged. Call it
+        once, before the first store: it also clears this process's own spool folder.
         """
         hostname = socket.gethostname()
         if not self.spool_root.is_dir():
             return
         for folder in self.spool_root.iterdir():
             host, _, pid_text = folder.name.rpartition("-")
-            if folder == self.spool_dir or host != hostname or not pid_text.isdigit():
+            if host != hostname or not pid_text.isdigit():
                 continue
-            if _process_is_alive(int(pid_text)):
+            # This process's own folder can hold leftovers when a dead process had the
+            # same PID; recover() runs before the first store, so they are stale too.
+            if folder != self.spool_dir and _process_is_alive(int(pid_text)):
                 continue
             intents = folder / "intents"
             for marker in intents.glob("*") if intents.is_dir() else []:
                 self._resolve_intent(marker.read_text(encoding="utf-8").strip())
                 marker.unlink()
+            if folder == self.spool_dir:
+                for leftover in folder.glob("*"):
+                    if leftover.is_file():
+                        leftover.unlink()
+                continue
             shutil.rmtree(folder, ignore_errors=True)
             logger.info("removed the spool of ended process %s", folder.name)
 
