@@ -48,11 +48,19 @@ def is_part10(path: Path) -> bool:
 
 
 def pydicom_test_files() -> list[Path]:
-    """Return the Part 10 files shipped with pydicom and pydicom-data, one per SOP Instance UID."""
-    from pydicom.data import get_testdata_files
+    """Return the Part 10 files shipped with pydicom and pydicom-data, one per SOP Instance UID.
+
+    Only installed files are listed. pydicom's get_testdata_files would also try to
+    download the test files it lists online, and the tests reach nothing beyond loopback.
+    """
+    from pydicom.data.data_manager import DATA_ROOT, external_data_sources
+
+    installed = [str(path) for path in Path(DATA_ROOT, "test_files").glob("*.dcm")]
+    for source in external_data_sources().values():
+        installed.extend(source.get_paths("*.dcm", 0))
 
     files: dict[str, Path] = {}
-    for name in sorted(get_testdata_files("*.dcm")):
+    for name in sorted(installed):
         path = Path(name)
         if not is_part10(path):
             continue

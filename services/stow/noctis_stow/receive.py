@@ -1,0 +1,145 @@
+"""Receiving a Store request body: each part is streamed into its own spool file."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from starlette import status
+
+from noctis_common.archive import Archive
+from noctis_stow.media_types import DICOM, MediaTypeError, parse_media_type
+from noctis_stow.multipart import MultipartError, MultipartParser
+from noctis_stow.request import StowRequestError, request_too_large_message
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReceivedPart:
+    """One part of the body. ``path`` is its spool file, or None when it was not spooled."""
+
+    number: int
+    media_type: str
+    path: Path | None
+    size: int = 0
+
+    @property
+    def is_dicom(self) -> bool:
+        return self.media_type == DICOM
+
+
+def _part_media_type(content_type: str | None) -> str:
+    """Return a part's media type. A part without Content-Type is application/dicom."""
+    if content_type is None:
+        return DICOM
+    try:
+        return parse_media_type(content_type).essence
+    except MediaTypeError:
+        return content_type.strip().lower()
+
+
+class PartSpooler:
+    """Writes each application/dicom part into a spool file and skips other parts."""
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        self.parts: list[ReceivedPart] = []
+        self._file: BinaryIO | None = None
+
+    def start_part(self, headers: dict[str, str]) -> None:
+        part = ReceivedPart(
+            number=len(self.parts) + 1,
+            media_type=_part_media_type(headers.get("content-type")),
+            path=None,
+        )
+        self.parts.append(part)
+        # The data of a part in another media type is read past, never written.
+        if part.is_dicom:
+            part.path = self.archive.new_spool_path(".part")
+            self._file = open(part.path, "wb")  # noqa: SIM115 (closed in end_part or discard)
+
+    def write_part_data(self, data: bytes) -> None:
+        self.parts[-1].size += len(data)
+        if self._file is not None:
+            self._file.write(data)
+
+    def end_part(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def discard(self) -> None:
+        """Close and delete every spool file written so far."""
+        self.end_part()
+        discard_parts(self.parts)
+
+
+def discard_parts(parts: list[ReceivedPart]) -> None:
+    """Delete the spool files of ``parts`` that the store step did not consume."""
+    for part in parts:
+        if part.path is not None:
+            part.path.unlink(missing_ok=True)
+
+
+async def receive_parts(
+    body: AsyncIterator[bytes], boundary: str, archive: Archive, max_request_bytes: int
+) -> list[ReceivedPart]:
+    """Stream the multipart ``body`` into spool files and return its parts in order.
+
+    Counts the body bytes as they arrive and stops reading past ``max_request_bytes``.
+    Raises :class:`StowRequestError` (400, 413, 415 or 503) after deleting the spool files
+    of the request, so a rejected body leaves nothing behind.
+    """
+    spooler = PartSpooler(archive)
+    parser = MultipartParser(boundary, spooler)
+    received = 0
+    try:
+        async for chunk in body:
+            received += len(chunk)
+            if received > max_request_bytes:
+                raise StowRequestError(
+                    status.HTTP_413_CONTENT_TOO_LARGE,
+                    request_too_large_message(
+                        max_request_bytes, f"more than {max_request_bytes} bytes were sent"
+                    ),
+                )
+            parser.feed(chunk)
+        if received == 0:
+            raise StowRequestError(
+                status.HTTP_400_BAD_REQUEST,
+                "the request body is empty; send DICOM instances as parts of a "
+                "multipart/related body",
+            )
+        parser.close()
+    except MultipartError as error:
+        spooler.discard()
+        raise StowRequestError(
+            status.HTTP_400_BAD_REQUEST, f"invalid multipart body: {error}"
+        ) from error
+    except OSError as error:
+        spooler.discard()
+        logger.error("writing a STOW-RS request body to the spool failed: %s", error)
+        raise StowRequestError(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"the server could not spool the request body ({error}); retry later",
+        ) from error
+    except BaseException:
+        spooler.discard()
+        raise
+    if not spooler.parts:
+        raise StowRequestError(
+            status.HTTP_400_BAD_REQUEST,
+            "the multipart body contains no parts; send one DICOM instance per part",
+        )
+    if not any(part.is_dicom for part in spooler.parts):
+        media_types = sorted({part.media_type for part in spooler.parts})
+        raise StowRequestError(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"no part is {DICOM} (the parts are {', '.join(media_types)}); only DICOM "
+            "Part 10 instances can be stored, not the metadata and bulk data forms",
+        )
+    return spooler.parts

@@ -1,0 +1,153 @@
+"""Storing the received parts through the archive's store pipeline, one result per part."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.tag import Tag
+from starlette.concurrency import run_in_threadpool
+
+from noctis_common.archive import Archive, FailureReason, StoredInstance, StoreFailedError
+from noctis_common.uids import InvalidUIDError, validate_uid
+from noctis_stow.media_types import DICOM
+from noctis_stow.receive import ReceivedPart
+
+# Implementation-specific Failure Reason (0008,1197) for an instance whose Study Instance
+# UID differs from the study in the request URL. PS3.18 table I.2-2 defines no code for
+# this, so it lies in the "Cannot understand" range Cxxx. dcm4chee-arc-light uses the
+# same value (StoreServiceImpl.DIFF_STUDY_INSTANCE_UID).
+STUDY_INSTANCE_UID_MISMATCH = 0xC409
+
+_IDENTIFYING_TAGS = [
+    Tag("SOPClassUID"),
+    Tag("SOPInstanceUID"),
+    Tag("StudyInstanceUID"),
+]
+
+
+@dataclass(frozen=True)
+class InstanceUIDs:
+    """The UIDs that identify a received instance; empty where they could not be read."""
+
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+    study_instance_uid: str = ""
+
+
+@dataclass(frozen=True)
+class StoredPart:
+    """A part whose instance is stored, or was already stored with the same content."""
+
+    part_number: int
+    instance: StoredInstance
+    warning_reason: int | None = None
+
+
+@dataclass(frozen=True)
+class FailedPart:
+    """A part that was not stored, with the Failure Reason and a message for the sender."""
+
+    part_number: int
+    uids: InstanceUIDs
+    failure_reason: int
+    message: str
+
+
+@dataclass
+class StoreOutcome:
+    """The result of every part of one request, in the order of the parts."""
+
+    stored: list[StoredPart] = field(default_factory=list)
+    failed: list[FailedPart] = field(default_factory=list)
+
+
+def _valid_uid_or_empty(value: object, keyword: str) -> str:
+    try:
+        return validate_uid(str(value), keyword) if value else ""
+    except InvalidUIDError:
+        return ""
+
+
+def read_instance_uids(path: Path) -> InstanceUIDs:
+    """Read the identifying UIDs of the instance in the spool file at ``path``.
+
+    Unreadable input gives empty UIDs: the store pipeline then reports why it fails.
+    Only the elements before Pixel Data are parsed.
+    """
+    try:
+        dataset = dcmread(
+            path, stop_before_pixels=True, specific_tags=_IDENTIFYING_TAGS, force=True
+        )
+    except Exception:  # pydicom raises many types on corrupt input
+        return InstanceUIDs()
+    file_meta = getattr(dataset, "file_meta", None)
+    sop_class_uid = dataset.get("SOPClassUID") or (
+        file_meta.get("MediaStorageSOPClassUID") if file_meta else None
+    )
+    sop_instance_uid = dataset.get("SOPInstanceUID") or (
+        file_meta.get("MediaStorageSOPInstanceUID") if file_meta else None
+    )
+    return InstanceUIDs(
+        sop_class_uid=_valid_uid_or_empty(sop_class_uid, "SOPClassUID"),
+        sop_instance_uid=_valid_uid_or_empty(sop_instance_uid, "SOPInstanceUID"),
+        study_instance_uid=_valid_uid_or_empty(dataset.get("StudyInstanceUID"), "StudyInstanceUID"),
+    )
+
+
+def store_part(
+    archive: Archive, part: ReceivedPart, study_instance_uid: str | None
+) -> StoredPart | FailedPart:
+    """Store one spooled part and consume its spool file. This blocks, so run it in a thread.
+
+    With ``study_instance_uid`` from the URL, an instance of another study fails with
+    :data:`STUDY_INSTANCE_UID_MISMATCH` and is not stored, because every instance sent
+    to the Study resource must belong to that study (PS3.18 table 10.5.1-1).
+    """
+    if part.path is None:
+        return FailedPart(
+            part.number,
+            InstanceUIDs(),
+            FailureReason.CANNOT_UNDERSTAND,
+            f"part {part.number} has media type {part.media_type!r}; only {DICOM} parts "
+            "(DICOM Part 10 instances) can be stored",
+        )
+    path = part.path
+    part.path = None
+    try:
+        uids = read_instance_uids(path)
+        if (
+            study_instance_uid is not None
+            and uids.study_instance_uid
+            and uids.study_instance_uid != study_instance_uid
+        ):
+            return FailedPart(
+                part.number,
+                uids,
+                STUDY_INSTANCE_UID_MISMATCH,
+                f"the instance's Study Instance UID {uids.study_instance_uid} differs from "
+                f"the study {study_instance_uid} in the request URL; send it to "
+                "/studies or to its own study",
+            )
+        try:
+            instance = archive.store_part10(path)
+        except StoreFailedError as error:
+            return FailedPart(part.number, uids, error.reason, error.message)
+        return StoredPart(part.number, instance)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def store_parts(
+    archive: Archive, parts: list[ReceivedPart], study_instance_uid: str | None
+) -> StoreOutcome:
+    """Store ``parts`` in order, each in a worker thread so the event loop stays free."""
+    outcome = StoreOutcome()
+    for part in parts:
+        result = await run_in_threadpool(store_part, archive, part, study_instance_uid)
+        if isinstance(result, StoredPart):
+            outcome.stored.append(result)
+        else:
+            outcome.failed.append(result)
+    return outcome
