@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         default="*", description="Comma-separated origins allowed by CORS, or '*'."
     )
     stow_max_request_bytes: int = Field(default=2 * 1024**3, gt=0)
+    qido_max_limit: int = Field(
+        default=1000,
+        ge=1,
+        description="Maximum number of matches in one QIDO-RS response; more need offset.",
+    )
 
     dimse_host: str = "127.0.0.1"
     dimse_port: int = Field(default=11112, ge=1, le=65535)
