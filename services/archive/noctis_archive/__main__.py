@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 import uvicorn
+
 from noctis_common.context import ArchiveContext
 from noctis_common.logs import configure_logging
 from noctis_common.settings import Settings
