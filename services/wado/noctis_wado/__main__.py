@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from noctis_common.service import run_http_service
-
 from noctis_wado.routes import router
 
 

@@ -61,7 +61,7 @@ def dataset_to_json(dataset: Dataset, tag_path: list[str] | None = None) -> dict
     for tag in dataset.keys():  # noqa: SIM118 (iterating a Dataset yields elements)
         json_key = f"{tag:08X}"
         element_path = [*path, json_key]
-        raw: object = dataset.get_item(tag)
+        raw: object = dataset.get_item(tag, keep_deferred=True)
         if isinstance(raw, RawDataElement):
             vr = _raw_vr(raw)
             deferred = raw.value is None and raw.length not in (0, UNDEFINED_LENGTH)

@@ -1,0 +1,201 @@
+"""Retrieve Frames: selected frames of an instance's pixel data (PS3.18 10.4.1.1.6).
+
+Frames are sent as stored, one part per frame in the order requested. Native frames
+are ``application/octet-stream`` in little endian byte order. Compressed frames are
+the frame's bitstream in the media type of their transfer syntax (PS3.18 table
+8.7.3-5), or ``application/octet-stream`` with the stored transfer syntax named when
+the client asks for that. Decoding or transcoding is not supported.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO
+
+from noctis_common.storage import ObjectStore, StorageError
+from noctis_wado.accept import MediaRange, Offer, describe_offers, select_offer
+from noctis_wado.errors import (
+    BadRequestError,
+    NotAcceptableError,
+    ResourceNotFoundError,
+    ResponseAbortedError,
+    StoredObjectError,
+)
+from noctis_wado.lookup import StoredInstance
+from noctis_wado.media_types import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    OCTET_STREAM,
+    compressed_media_type,
+)
+from noctis_wado.multipart import (
+    MultipartResponse,
+    frame_multipart,
+    multipart_content_type,
+    new_boundary,
+    part_content_type,
+)
+from noctis_wado.pixel_data import FrameContent, iter_frame, locate_frames, number_of_frames
+from noctis_wado.stored_values import (
+    ElementPath,
+    ElementValue,
+    StoredDataset,
+    locate_element,
+    open_stored_dataset,
+    open_value,
+)
+
+PIXEL_DATA_PATHS = (
+    ElementPath((), 0x7FE00010),  # Pixel Data
+    ElementPath((), 0x7FE00008),  # Float Pixel Data
+    ElementPath((), 0x7FE00009),  # Double Float Pixel Data
+)
+
+
+def parse_frame_list(frame_list: str) -> list[int]:
+    """Return the 1-based frame numbers of a comma-separated list such as ``1,3``.
+
+    Raises :class:`BadRequestError` for an empty entry, a non-number, 0 or a number
+    listed twice.
+    """
+    numbers: list[int] = []
+    for entry in frame_list.split(","):
+        text = entry.strip()
+        if not text.isdigit():
+            raise BadRequestError(
+                f"invalid frame list {frame_list!r}: {text!r} is not a frame number; list "
+                "frame numbers from 1, separated by commas, such as 1,3"
+            )
+        number = int(text)
+        if number == 0:
+            raise BadRequestError(
+                f"invalid frame list {frame_list!r}: frame numbers start at 1, not 0"
+            )
+        if number in numbers:
+            raise BadRequestError(
+                f"invalid frame list {frame_list!r}: frame {number} is listed twice"
+            )
+        numbers.append(number)
+    return numbers
+
+
+def frame_offers(value: ElementValue, transfer_syntax_uid: str) -> list[Offer]:
+    """Return the forms in which the frames of ``value`` can be sent without transcoding."""
+    if not value.is_encapsulated:
+        return [Offer(OCTET_STREAM, EXPLICIT_VR_LITTLE_ENDIAN)]
+    offers = []
+    media_type = compressed_media_type(transfer_syntax_uid)
+    if media_type is not None:
+        offers.append(Offer(media_type, transfer_syntax_uid))
+    # application/octet-stream without a transfer-syntax parameter means uncompressed
+    # frames, so it selects the compressed bitstream only with transfer-syntax given.
+    offers.append(Offer(OCTET_STREAM, transfer_syntax_uid, default_transfer_syntax=False))
+    return offers
+
+
+def select_frame_offer(
+    ranges: Sequence[MediaRange], offers: Sequence[Offer], resource: str
+) -> Offer:
+    """Return the offer that the Accept header selects, or raise :class:`NotAcceptableError`."""
+    offer = select_offer(ranges, offers)
+    if offer is None:
+        raise NotAcceptableError(
+            f"{resource} cannot be sent in any media type that the Accept header allows, "
+            f"because transcoding is not supported; request {describe_offers(offers)}"
+        )
+    return offer
+
+
+def pixel_data_value(stored: StoredDataset) -> ElementValue:
+    """Return the Pixel Data, Float Pixel Data or Double Float Pixel Data of an instance."""
+    for path in PIXEL_DATA_PATHS:
+        if path.tag in stored.dataset:
+            return locate_element(stored, path)
+    raise ResourceNotFoundError(
+        f"instance {stored.instance.sop_instance_uid} has no pixel data, so it has no frames"
+    )
+
+
+def value_handle(stored: StoredDataset, value: ElementValue) -> BinaryIO:
+    """Return a handle to read ``value`` from while ``stored`` is open."""
+    return stored.handle if value.data is None else io.BytesIO(value.data)
+
+
+def _read_part(
+    handle: BinaryIO, content: FrameContent, instance: StoredInstance, part: str
+) -> Iterator[bytes]:
+    try:
+        yield from iter_frame(handle, content)
+    except (EOFError, OSError) as error:
+        raise ResponseAbortedError(
+            f"reading {part} of instance {instance.sop_instance_uid} from "
+            f"{instance.object_key} failed, so the response was cut off: {error}"
+        ) from error
+
+
+def stream_value_parts(
+    store: ObjectStore,
+    instance: StoredInstance,
+    value: ElementValue,
+    offer: Offer,
+    contents: Sequence[tuple[str, FrameContent]],
+) -> MultipartResponse:
+    """Return a multipart response with one part per ``(description, content)`` of ``value``."""
+    boundary = new_boundary()
+    content_type = part_content_type(offer.media_type, offer.transfer_syntax_uid)
+
+    def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
+        try:
+            with open_value(store, instance, value) as handle:
+                for description, content in contents:
+                    yield content_type, _read_part(handle, content, instance, description)
+        except (StoredObjectError, StorageError) as error:
+            raise ResponseAbortedError(
+                f"opening {instance.object_key} of instance {instance.sop_instance_uid} "
+                f"failed, so the response was cut off: {error}"
+            ) from error
+
+    return MultipartResponse(
+        content_type=multipart_content_type(offer.media_type, boundary, offer.transfer_syntax_uid),
+        part_type=content_type,
+        body=frame_multipart(boundary, parts()),
+    )
+
+
+def frames_response(
+    store: ObjectStore,
+    instance: StoredInstance,
+    frame_numbers: Sequence[int],
+    ranges: Sequence[MediaRange],
+) -> MultipartResponse:
+    """Return the response that streams the requested frames of ``instance``.
+
+    Raises :class:`ResourceNotFoundError` for an instance without pixel data or a frame
+    number above Number of Frames, and :class:`NotAcceptableError` when the frames
+    cannot be sent in a media type that the Accept header allows.
+    """
+    with open_stored_dataset(store, instance) as stored:
+        value = pixel_data_value(stored)
+        offer = select_frame_offer(
+            ranges,
+            frame_offers(value, instance.transfer_syntax_uid),
+            f"frames of instance {instance.sop_instance_uid} (transfer syntax "
+            f"{instance.transfer_syntax_uid})",
+        )
+        frame_count = number_of_frames(value.container)
+        for number in frame_numbers:
+            if number > frame_count:
+                raise ResourceNotFoundError(
+                    f"frame {number} is out of range: instance {instance.sop_instance_uid} "
+                    f"has {frame_count} frame{'s' if frame_count != 1 else ''}, numbered "
+                    "from 1"
+                )
+        frames = locate_frames(value_handle(stored, value), value, instance.sop_instance_uid)
+    if max(frame_numbers) > len(frames):
+        raise StoredObjectError(
+            f"the pixel data of instance {instance.sop_instance_uid} contains {len(frames)} "
+            f"complete frames, fewer than its Number of Frames {frame_count}; the stored "
+            "object is truncated or corrupt"
+        )
+    contents = [(f"frame {number}", frames[number - 1]) for number in frame_numbers]
+    return stream_value_parts(store, instance, value, offer, contents)
