@@ -1,1 +1,1 @@
-"""noctis_ingest_scp"""
+"""Noctis DIMSE gateway: Verification and Storage SCP over the shared archive pipeline."""

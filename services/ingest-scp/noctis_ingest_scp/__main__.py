@@ -8,7 +8,6 @@ import threading
 from noctis_common.context import ArchiveContext
 from noctis_common.logs import configure_logging
 from noctis_common.settings import Settings
-
 from noctis_ingest_scp.scp import StorageSCP
 
 

@@ -1,0 +1,163 @@
+"""Per-association bookkeeping: socket options, counters, the summary log line, clean-up.
+
+Every accepted TCP connection gets an :class:`AssociationRecord`. The C-STORE and
+C-ECHO handlers count their outcomes in it, and when the association ends (released,
+aborted, rejected, or the connection closed) the registry logs one INFO line with the
+calling AE title, the peer address and the counts, then drops the record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import socket
+import threading
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pynetdicom.association import Association
+from pynetdicom.events import Event
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AssociationRecord:
+    """Outcome counts of one association."""
+
+    peer_address: str
+    stored: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    echoes: int = 0
+
+
+class AssociationRegistry:
+    """Records of the open associations of one SCP, keyed by pynetdicom's Association."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: weakref.WeakKeyDictionary[Association, AssociationRecord] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def record(self, association: Association) -> AssociationRecord:
+        """Return the record of ``association``, creating it when it has none."""
+        with self._lock:
+            found = self._records.get(association)
+            if found is None:
+                found = AssociationRecord(peer_address=_peer_address(association))
+                self._records[association] = found
+            return found
+
+    # -- pynetdicom event handlers ------------------------------------------------------
+
+    def handle_connection_open(self, event: Event) -> None:
+        """Turn on TCP_NODELAY for the new connection and start its record.
+
+        DIMSE responses are small writes. TCP_NODELAY sends each one at once instead of
+        letting Nagle's algorithm hold it while an earlier segment is unacknowledged.
+        """
+        raw_socket = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
+        if raw_socket is not None:
+            try:
+                raw_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError as error:
+                logger.warning(
+                    "could not set TCP_NODELAY for %s: %s", _peer_address(event.assoc), error
+                )
+        self.record(event.assoc)
+
+    def handle_released(self, event: Event) -> None:
+        self._finish(event.assoc, "released")
+
+    def handle_aborted(self, event: Event) -> None:
+        self._finish(event.assoc, "aborted")
+        discard_unhandled_datasets(event.assoc)
+
+    def handle_rejected(self, event: Event) -> None:
+        self._finish(event.assoc, "rejected")
+
+    def handle_connection_close(self, event: Event) -> None:
+        # A peer's A-ABORT closes the connection before pynetdicom reports the abort.
+        association = event.assoc
+        aborted = association.is_aborted or association.acse.is_aborted()
+        self._finish(association, "aborted" if aborted else "closed without release")
+        discard_unhandled_datasets(association)
+
+    def _finish(self, association: Association, outcome: str) -> None:
+        with self._lock:
+            record = self._records.pop(association, None)
+        if record is None:
+            return  # already logged: pynetdicom may report an end more than once
+        logger.info(
+            "association from %s at %s %s: %d stored, %d already stored, %d failed, %d C-ECHO",
+            association.requestor.ae_title or "(no AE title)",
+            record.peer_address,
+            outcome,
+            record.stored,
+            record.duplicates,
+            record.failed,
+            record.echoes,
+        )
+
+
+def _peer_address(association: Association) -> str:
+    requestor = association.requestor
+    if requestor.address_info is None:
+        return "(unknown address)"
+    return f"{requestor.address}:{requestor.port}"
+
+
+def discard_unhandled_datasets(association: Association) -> None:
+    """Delete the spool files of C-STORE datasets that no handler will receive.
+
+    pynetdicom writes each incoming dataset to a temporary file and deletes it after
+    the C-STORE handler returns. When the association ends during a transfer, or with
+    requests still queued, no handler runs and the files would stay in the spool until
+    :meth:`Archive.recover` removes them at the next start.
+
+    The partly received dataset is written by the association's DUL thread, so it is
+    deleted only from that thread (where pynetdicom reports a closed connection) or
+    after the thread has ended.
+
+    NOTE: this reads pynetdicom 3.0 internals (``dimse.message``, ``dimse.msg_queue``
+    and their ``_data_set_path``/``_dataset_path``); on other versions it finds
+    nothing and the files wait for the next start.
+    """
+    dimse = getattr(association, "dimse", None)
+    dul = getattr(association, "dul", None)
+    if dimse is None or dul is None:
+        return
+    paths: list[Path] = []
+    if threading.current_thread() is dul or not dul.is_alive():
+        partial = getattr(dimse, "message", None)
+        _collect_dataset_file(partial, "_data_set_file", "_data_set_path", paths)
+    pending: Any = getattr(dimse, "msg_queue", None)
+    while isinstance(pending, queue.Queue):
+        try:
+            _, primitive = pending.get_nowait()
+        except queue.Empty:
+            break
+        _collect_dataset_file(primitive, "_dataset_file", "_dataset_path", paths)
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            logger.info("deleted the partly received dataset %s", path.name)
+
+
+def _collect_dataset_file(
+    message: object, file_attribute: str, path_attribute: str, paths: list[Path]
+) -> None:
+    path = getattr(message, path_attribute, None)
+    if not isinstance(path, Path):
+        return
+    handle = getattr(message, file_attribute, None)
+    if handle is not None:
+        with contextlib.suppress(OSError):
+            handle.close()
+    paths.append(path)

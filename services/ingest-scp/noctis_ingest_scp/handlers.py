@@ -1,0 +1,102 @@
+"""DIMSE handlers: C-ECHO (Verification, PS3.4 Annex A) and C-STORE (Storage, PS3.4 Annex B).
+
+No exception leaves a handler. Each failure returns a named status from
+:mod:`noctis_ingest_scp.statuses` with an Error Comment that says what failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import cast
+
+from pydicom.dataset import Dataset
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event
+
+from noctis_common.archive import Archive, FailureReason, StoreFailedError
+from noctis_ingest_scp.associations import AssociationRegistry
+from noctis_ingest_scp.statuses import PROCESSING_FAILURE, SUCCESS, failure_status
+
+logger = logging.getLogger(__name__)
+
+# Failures caused by this archive rather than by the sent object: logged at ERROR.
+_ARCHIVE_SIDE_FAILURES = {FailureReason.OUT_OF_RESOURCES, FailureReason.PROCESSING_FAILURE}
+
+
+def handle_c_echo(event: Event, registry: AssociationRegistry) -> int:
+    """Count a C-ECHO request and return its status (PS3.4 A.4).
+
+    Returns
+    -------
+    int
+        ``0x0000`` Success, always.
+    """
+    registry.record(event.assoc).echoes += 1
+    return SUCCESS
+
+
+def handle_c_store(event: Event, archive: Archive, registry: AssociationRegistry) -> int | Dataset:
+    """Store the dataset of one C-STORE request and return its status (PS3.4 B.2.2, B.2.3).
+
+    pynetdicom has written the dataset, exactly as received and preceded by File Meta
+    Information naming the accepted transfer syntax, to a temporary file in the
+    archive's spool (``event.dataset_path``); :meth:`Archive.store_part10` consumes it.
+
+    Returns
+    -------
+    int or pydicom.dataset.Dataset
+        * ``0x0000`` Success: the instance is durable and indexed, or an instance with
+          this SOP Instance UID and the same content was stored before.
+        * ``0x0111`` Duplicate SOP Instance: another object with this SOP Instance UID
+          is already stored; the first copy is kept.
+        * ``0xA700`` Refused, Out of Resources: the object store or the index failed.
+        * ``0xA900`` Data Set Does Not Match SOP Class: the dataset's SOP Class UID
+          differs from the request's Affected SOP Class UID.
+        * ``0xC000`` Cannot Understand: the dataset cannot be parsed, lacks a valid
+          SOP Class, SOP Instance, Study or Series Instance UID, or its SOP Instance UID
+          differs from the request's Affected SOP Instance UID.
+        * ``0x0110`` Processing Failure: an unexpected error, logged with its traceback.
+
+        Failures carry an Error Comment of at most 64 characters; the log has the full
+        message.
+    """
+    record = registry.record(event.assoc)
+    request = cast(C_STORE, event.request)
+    sop_class_uid = str(request.AffectedSOPClassUID or "")
+    sop_instance_uid = str(request.AffectedSOPInstanceUID or "")
+    calling_ae_title = event.assoc.requestor.ae_title
+    try:
+        stored = archive.store_part10(
+            Path(event.dataset_path),
+            source_ae_title=calling_ae_title,
+            expected_sop_class_uid=sop_class_uid,
+            expected_sop_instance_uid=sop_instance_uid,
+        )
+    except StoreFailedError as error:
+        record.failed += 1
+        level = logging.ERROR if error.reason in _ARCHIVE_SIDE_FAILURES else logging.WARNING
+        logger.log(
+            level,
+            "C-STORE of SOP Instance UID %r from %s failed with status 0x%04X: %s",
+            sop_instance_uid,
+            calling_ae_title,
+            int(error.reason),
+            error.message,
+        )
+        return failure_status(int(error.reason), error.message)
+    except Exception:
+        record.failed += 1
+        logger.exception(
+            "C-STORE of SOP Instance UID %r from %s failed with an unexpected error",
+            sop_instance_uid,
+            calling_ae_title,
+        )
+        return failure_status(
+            PROCESSING_FAILURE, "internal error in the archive; its log has the details"
+        )
+    if stored.duplicate:
+        record.duplicates += 1
+    else:
+        record.stored += 1
+    return SUCCESS

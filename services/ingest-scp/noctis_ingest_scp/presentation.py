@@ -1,0 +1,98 @@
+"""The presentation contexts the SCP accepts: SOP classes and transfer syntaxes.
+
+When a requestor proposes several transfer syntaxes in one presentation context,
+pynetdicom (3.0) accepts the first syntax of the SCP's list that the requestor also
+proposed. The lists below therefore run from uncompressed through lossless to lossy,
+so the SCP never selects a lossy syntax when the sender also offers an uncompressed one.
+"""
+
+from __future__ import annotations
+
+from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
+    JPEG2000MC,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEG2000MCLossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    MPEGTransferSyntaxes,
+    RLELossless,
+)
+from pynetdicom.presentation import (
+    AllStoragePresentationContexts,
+    PresentationContext,
+    build_context,
+)
+
+VERIFICATION_SOP_CLASS_UID = UID("1.2.840.10008.1.1")
+
+UNCOMPRESSED_TRANSFER_SYNTAXES: tuple[UID, ...] = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+)
+LOSSLESS_TRANSFER_SYNTAXES: tuple[UID, ...] = (
+    JPEGLosslessSV1,
+    JPEGLossless,
+    JPEGLSLossless,
+    JPEG2000Lossless,
+    JPEG2000MCLossless,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    RLELossless,
+)
+LOSSY_TRANSFER_SYNTAXES: tuple[UID, ...] = (
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSNearLossless,
+    JPEG2000,
+    JPEG2000MC,
+    HTJ2K,
+)
+# MPEG-2, MPEG-4 AVC/H.264 and HEVC/H.265 video, as pydicom 3.0 lists them.
+VIDEO_TRANSFER_SYNTAXES: tuple[UID, ...] = tuple(MPEGTransferSyntaxes)
+
+# NOTE: JPEG XL (1.2.840.10008.1.2.4.110-112) is missing because pydicom 3.0.2 does not
+# name it yet; senders fall back to another proposed syntax.
+STORAGE_TRANSFER_SYNTAXES: tuple[UID, ...] = (
+    *UNCOMPRESSED_TRANSFER_SYNTAXES,
+    *LOSSLESS_TRANSFER_SYNTAXES,
+    *LOSSY_TRANSFER_SYNTAXES,
+    *VIDEO_TRANSFER_SYNTAXES,
+)
+
+
+def storage_sop_class_uids() -> list[UID]:
+    """Return the UIDs of every Storage SOP class that pynetdicom defines (170 in 3.0.4)."""
+    return [
+        UID(context.abstract_syntax)
+        for context in AllStoragePresentationContexts
+        if context.abstract_syntax is not None
+    ]
+
+
+def supported_presentation_contexts() -> list[PresentationContext]:
+    """Build the SCP's contexts: Verification, then every Storage SOP class.
+
+    The 128-context limit of PS3.8 applies to what one requestor proposes, not to
+    what an acceptor supports, so all storage SOP classes fit.
+    """
+    contexts = [build_context(VERIFICATION_SOP_CLASS_UID, list(UNCOMPRESSED_TRANSFER_SYNTAXES))]
+    contexts.extend(
+        build_context(sop_class_uid, list(STORAGE_TRANSFER_SYNTAXES))
+        for sop_class_uid in storage_sop_class_uids()
+    )
+    return contexts
