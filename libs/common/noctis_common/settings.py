@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     dimse_acse_timeout_s: float = Field(default=30.0, gt=0)
     dimse_timeout_s: float = Field(default=60.0, gt=0)
     dimse_network_timeout_s: float = Field(default=60.0, gt=0)
+    dimse_peers_file: Path | None = Field(
+        default=None, description="JSON file listing known remote AEs and their permissions."
+    )
+    dimse_unknown_peer_permissions: str = Field(
+        default="echo,store",
+        description="Comma-separated permissions of calling AE titles not in the peer list.",
+    )
+    dimse_check_called_ae_title: bool = Field(
+        default=True, description="Reject associations whose called AE title is not ours."
+    )
 
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"
