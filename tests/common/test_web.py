@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.testclient import TestClient
 
 from noctis_common.context import ArchiveContext
 from noctis_common.settings import Settings
-from noctis_common.web import create_app
+from noctis_common.web import create_app, dicomweb_base_url
 
 ORIGIN = "http://viewer.example"
 
@@ -62,3 +63,58 @@ def test_cors_preflight_allows_stow(web_client: TestClient) -> None:
 
 def test_health_answers_ok(web_client: TestClient) -> None:
     assert web_client.get("/health").json() == {"status": "ok"}
+
+
+PROXY_CASES = [
+    ({}, "http://testserver/dicom-web"),
+    ({"x-forwarded-host": "pacs.example.org"}, "http://pacs.example.org/dicom-web"),
+    (
+        {
+            "x-forwarded-host": "pacs.example.org:8443, internal:80",
+            "x-forwarded-proto": "https",
+            "x-forwarded-prefix": "/archive/",
+        },
+        "https://pacs.example.org:8443/archive/dicom-web",
+    ),
+    (
+        {"forwarded": 'for=10.0.0.1;proto=https;host="viewer.example.org", for=10.0.0.2'},
+        "https://viewer.example.org/dicom-web",
+    ),
+    ({"x-forwarded-prefix": "noctis"}, "http://testserver/noctis/dicom-web"),
+]
+
+
+@pytest.mark.parametrize(("headers", "expected"), PROXY_CASES)
+def test_base_url_follows_proxy_headers(
+    sqlite_settings: Settings, headers: dict[str, str], expected: str
+) -> None:
+    assert _base_url_for(sqlite_settings, headers) == expected
+
+
+def test_base_url_ignores_proxy_headers_when_untrusted(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "var", trust_forwarded_headers=False)
+
+    assert _base_url_for(settings, {"x-forwarded-host": "evil.example"}) == (
+        "http://testserver/dicom-web"
+    )
+
+
+def test_public_base_url_wins(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "var", public_base_url="https://pacs.example/dw/")
+
+    assert _base_url_for(settings, {"x-forwarded-host": "other"}) == "https://pacs.example/dw"
+
+
+def _base_url_for(settings: Settings, headers: dict[str, str]) -> str:
+    router = APIRouter()
+
+    @router.get("/base")
+    def base(request: Request) -> dict[str, str]:
+        return {"base": dicomweb_base_url(request, settings)}
+
+    context = ArchiveContext.create(settings)
+    try:
+        with TestClient(create_app("test", [router], settings, context)) as client:
+            return str(client.get("/dicom-web/base", headers=headers).json()["base"])
+    finally:
+        context.close()

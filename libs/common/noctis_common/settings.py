@@ -39,6 +39,10 @@ class Settings(BaseSettings):
         default=None,
         description="Base URL put in RetrieveURL and BulkDataURI; default: from the request.",
     )
+    trust_forwarded_headers: bool = Field(
+        default=True,
+        description="Build response links from Forwarded and X-Forwarded-* proxy headers.",
+    )
     cors_allow_origins: str = Field(
         default="*", description="Comma-separated origins allowed by CORS, or '*'."
     )

@@ -111,11 +111,53 @@ def get_context(request: Request) -> ArchiveContext:
 Context = Annotated[ArchiveContext, Depends(get_context)]
 
 
+def _forwarded_pairs(header: str) -> dict[str, str]:
+    """Return the parameters of the first element of an RFC 7239 ``Forwarded`` header."""
+    first_element = header.split(",", 1)[0]
+    pairs: dict[str, str] = {}
+    for pair in first_element.split(";"):
+        name, _, value = pair.strip().partition("=")
+        if name and value:
+            pairs[name.strip().lower()] = value.strip().strip('"')
+    return pairs
+
+
+def _first_value(header: str | None) -> str | None:
+    """Return the first entry of a comma-separated proxy header (the client-facing hop)."""
+    if not header:
+        return None
+    value = header.split(",", 1)[0].strip()
+    return value or None
+
+
 def dicomweb_base_url(request: Request, settings: Settings) -> str:
-    """Return the DICOMweb base URL for links in responses, without a trailing slash."""
+    """Return the DICOMweb base URL for links in responses, without a trailing slash.
+
+    ``NOCTIS_PUBLIC_BASE_URL`` wins when set. Otherwise, when
+    ``NOCTIS_TRUST_FORWARDED_HEADERS`` is on, the host, scheme and path prefix that a
+    reverse proxy reports (``Forwarded``, ``X-Forwarded-Host``, ``X-Forwarded-Proto``,
+    ``X-Forwarded-Prefix``) replace those of the request.
+    """
     if settings.public_base_url:
         return settings.public_base_url.rstrip("/")
-    return str(request.base_url).rstrip("/") + DICOMWEB_PREFIX
+    scheme = request.url.scheme
+    host = request.headers.get("host") or request.url.netloc
+    prefix = ""
+    if settings.trust_forwarded_headers:
+        forwarded = _forwarded_pairs(request.headers.get("forwarded", ""))
+        scheme = (
+            forwarded.get("proto")
+            or _first_value(request.headers.get("x-forwarded-proto"))
+            or scheme
+        )
+        host = (
+            forwarded.get("host") or _first_value(request.headers.get("x-forwarded-host")) or host
+        )
+        prefix = (_first_value(request.headers.get("x-forwarded-prefix")) or "").rstrip("/")
+        if prefix and not prefix.startswith("/"):
+            prefix = "/" + prefix
+    root_path = str(request.scope.get("root_path", "")).rstrip("/")
+    return f"{scheme}://{host}{prefix}{root_path}{DICOMWEB_PREFIX}"
 
 
 def study_url(base_url: str, study_instance_uid: str) -> str:
