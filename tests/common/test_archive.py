@@ -292,3 +292,29 @@ def _unused_pid() -> int:
         except PermissionError:
             pass
         pid -= 1
+
+
+def test_truncated_file_is_rejected(context: ArchiveContext) -> None:
+    path = _spool(context, make_dataset(rows=64, columns=64))
+    path.write_bytes(path.read_bytes()[:-100])
+
+    with pytest.raises(StoreFailedError) as raised:
+        context.archive.store_part10(path)
+
+    assert raised.value.reason == FailureReason.CANNOT_UNDERSTAND
+    assert "truncated" in raised.value.message
+    assert _count(context, Instance) == 0
+
+
+def test_index_error_message_has_no_patient_data(
+    context: ArchiveContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail_commit(*_args: object, **_kwargs: object) -> None:
+        raise OperationalError("INSERT ... Doe^Jane", {"name": "Doe^Jane"}, Exception("Doe^Jane"))
+
+    monkeypatch.setattr(Archive, "_insert_rows", fail_commit)
+
+    with pytest.raises(StoreFailedError) as raised:
+        context.archive.store_part10(_spool(context, make_dataset()))
+
+    assert "Doe" not in raised.value.message

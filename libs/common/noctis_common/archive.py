@@ -35,6 +35,7 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from sqlalchemy import String, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -54,6 +55,10 @@ from noctis_common.storage import ObjectStore, StorageError
 from noctis_common.uids import InvalidUIDError, instance_object_key, validate_uid
 
 logger = logging.getLogger(__name__)
+
+COMMIT_ATTEMPTS = 3
+DATA_SET_TRAILING_PADDING = 0xFFFCFFFC
+UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 class FailureReason(IntEnum):
@@ -91,6 +96,42 @@ def _fit(value: str, column: Any) -> str:
     """Cut ``value`` to the column's length; over-long values occur in real files."""
     length = column.type.length if isinstance(column.type, String) else None
     return value[:length] if length else value
+
+
+def _check_not_truncated(dataset: Dataset, file_size: int) -> None:
+    """Raise when an element's declared length runs past the end of the file.
+
+    pydicom reads a value cut short by the end of the file without an error, so a
+    truncated upload would otherwise be stored as a complete object.
+    """
+    for tag in dataset.keys():  # noqa: SIM118 (iterating a Dataset yields elements)
+        raw = dataset.get_item(tag, keep_deferred=True)
+        value_tell = getattr(raw, "value_tell", None)
+        length = getattr(raw, "length", None)
+        if value_tell is None or length is None or length == UNDEFINED_LENGTH:
+            continue
+        if value_tell + length > file_size:
+            raise StoreFailedError(
+                FailureReason.CANNOT_UNDERSTAND,
+                f"the file is truncated: element ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
+                f"declares {length} bytes but the file ends {file_size - value_tell} bytes "
+                "into its value; send the complete file",
+            )
+
+
+def _comparable(dataset: Dataset) -> Dataset:
+    """Return the elements that identify a dataset's content for the duplicate check.
+
+    Group Length elements and trailing padding are left out: encoders drop or add them
+    when they re-encode a dataset, without changing its content.
+    """
+    return Dataset(
+        {
+            tag: dataset[tag]
+            for tag in dataset.keys()  # noqa: SIM118 (iterating a Dataset yields elements)
+            if tag & 0xFFFF != 0 and tag != DATA_SET_TRAILING_PADDING
+        }
+    )
 
 
 def _process_is_alive(pid: int) -> bool:
@@ -239,8 +280,14 @@ class Archive:
         except StorageError as error:
             raise StoreFailedError(FailureReason.OUT_OF_RESOURCES, str(error)) from error
         except SQLAlchemyError as error:
+            # The database's own message can quote patient data (a duplicated key, say),
+            # so only the error class and SQLSTATE are logged and sent back.
+            sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+            detail = f"{type(error).__name__}" + (f", SQLSTATE {sqlstate}" if sqlstate else "")
+            logger.error("the index database failed while storing an instance: %s", detail)
             raise StoreFailedError(
-                FailureReason.OUT_OF_RESOURCES, f"the index database failed: {error}"
+                FailureReason.OUT_OF_RESOURCES,
+                f"the index database failed ({detail}); retry later",
             ) from error
         except OSError as error:
             raise StoreFailedError(
@@ -281,6 +328,11 @@ class Archive:
             transfer_syntax_uid = validate_uid(header.transfer_syntax_uid, "TransferSyntaxUID")
         except InvalidUIDError as error:
             raise StoreFailedError(FailureReason.CANNOT_UNDERSTAND, str(error)) from error
+        except Exception as error:  # an undecodable value in the File Meta Information
+            raise StoreFailedError(
+                FailureReason.CANNOT_UNDERSTAND,
+                f"the Transfer Syntax UID (0002,0010) cannot be read: {error}",
+            ) from error
         try:
             dataset = dcmread(path, defer_size=BULK_DATA_THRESHOLD_BYTES, force=True)
             # Reading one element forces pydicom to check the encoding early.
@@ -289,6 +341,8 @@ class Archive:
             raise StoreFailedError(
                 FailureReason.CANNOT_UNDERSTAND, f"the dataset cannot be parsed: {error}"
             ) from error
+        if transfer_syntax_uid != DeflatedExplicitVRLittleEndian:
+            _check_not_truncated(dataset, path.stat().st_size)
         return dataset, transfer_syntax_uid, header.dataset_offset
 
     def _validate(
@@ -304,6 +358,11 @@ class Archive:
                 FailureReason.CANNOT_UNDERSTAND,
                 f"{error}; every instance needs valid SOP Class, SOP Instance, Study "
                 "Instance and Series Instance UIDs",
+            ) from error
+        except Exception as error:  # pydicom raises many types on undecodable values
+            raise StoreFailedError(
+                FailureReason.CANNOT_UNDERSTAND,
+                f"the identifying UIDs cannot be read: {error}",
             ) from error
         if expected_sop_class_uid and record.sop_class_uid != expected_sop_class_uid:
             raise StoreFailedError(
@@ -357,7 +416,7 @@ class Archive:
         try:
             with self.store.open(existing.object_key) as handle:
                 stored = dcmread(handle, force=True)
-                return bool(stored == dataset)
+                return _comparable(stored) == _comparable(dataset)
         except Exception as error:  # an unreadable stored copy is treated as different
             logger.warning(
                 "could not compare instance %s with its stored copy: %s",
@@ -378,18 +437,32 @@ class Archive:
             )
 
     def _commit(self, record: IndexRecord, **instance_values: Any) -> StoredInstance | None:
-        """Commit the index rows; return the stored copy if another writer won the race."""
-        try:
-            with self.database.write_session() as session:
-                self._insert_rows(session, record, instance_values)
-                session.commit()
-        except IntegrityError:
-            # Another writer committed the same SOP Instance UID first: apply the
-            # duplicate policy against what it stored.
-            existing = self._check_duplicate(record, instance_values["dataset_sha256"], Dataset())
-            if existing is None:
-                raise
-            return existing
+        """Commit the index rows; return the stored copy if another writer won the race.
+
+        Concurrent writers of one new study race on the unique patient, study and
+        series rows. The loser's transaction fails with an integrity error; a retry
+        then finds the rows the winner committed.
+        """
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                with self.database.write_session() as session:
+                    self._insert_rows(session, record, instance_values)
+                    session.commit()
+                return None
+            except IntegrityError:
+                # Another writer may have committed the same SOP Instance UID first:
+                # apply the duplicate policy against what it stored.
+                existing = self._check_duplicate(
+                    record, instance_values["dataset_sha256"], Dataset()
+                )
+                if existing is not None:
+                    return existing
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                logger.info(
+                    "retrying the index commit of instance %s after a concurrent insert",
+                    record.sop_instance_uid,
+                )
         return None
 
     def _insert_rows(
@@ -456,6 +529,8 @@ class Archive:
                 "SOPInstanceUID": record.sop_instance_uid,
                 "SOPClassUID": record.sop_class_uid,
                 "Modality": record.modality,
+                # The sender's AE title for C-STORE; empty for STOW-RS.
+                "CallingAETitle": instance_values.get("source_ae_title", ""),
                 "NewStudy": study_created,
                 "NewSeries": series_created,
             },

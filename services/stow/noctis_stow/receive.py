@@ -17,6 +17,13 @@ from noctis_stow.request import StowRequestError, request_too_large_message
 
 logger = logging.getLogger(__name__)
 
+# Maximum number of parts in one request body. Each part costs a spool file and a
+# response item whatever its size, so without a cap a body of empty parts within the
+# default 2 GiB limit could contain tens of millions of them.
+# NOTE: 100 000 is a guess at a count no single study reaches. A client with more
+# instances sends several requests.
+MAX_PARTS = 100_000
+
 
 @dataclass
 class ReceivedPart:
@@ -51,6 +58,12 @@ class PartSpooler:
         self._file: BinaryIO | None = None
 
     def start_part(self, headers: dict[str, str]) -> None:
+        if len(self.parts) >= MAX_PARTS:
+            raise StowRequestError(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                f"the multipart body has more than {MAX_PARTS} parts; send at most "
+                f"{MAX_PARTS} instances per request",
+            )
         part = ReceivedPart(
             number=len(self.parts) + 1,
             media_type=_part_media_type(headers.get("content-type")),
@@ -90,9 +103,10 @@ async def receive_parts(
 ) -> list[ReceivedPart]:
     """Stream the multipart ``body`` into spool files and return its parts in order.
 
-    Counts the body bytes as they arrive and stops reading past ``max_request_bytes``.
-    Raises :class:`StowRequestError` (400, 413, 415 or 503) after deleting the spool files
-    of the request, so a rejected body leaves nothing behind.
+    Counts the body bytes as they arrive and stops reading past ``max_request_bytes``
+    or :data:`MAX_PARTS` parts. Raises :class:`StowRequestError` (400, 413, 415 or 503)
+    after deleting the spool files of the request, so a rejected body leaves nothing
+    behind.
     """
     spooler = PartSpooler(archive)
     parser = MultipartParser(boundary, spooler)

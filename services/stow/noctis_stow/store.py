@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from starlette.concurrency import run_in_threadpool
 
@@ -13,6 +15,8 @@ from noctis_common.archive import Archive, FailureReason, StoredInstance, StoreF
 from noctis_common.uids import InvalidUIDError, validate_uid
 from noctis_stow.media_types import DICOM
 from noctis_stow.receive import ReceivedPart
+
+logger = logging.getLogger(__name__)
 
 # Implementation-specific Failure Reason (0008,1197) for an instance whose Study Instance
 # UID differs from the study in the request URL. PS3.18 table I.2-2 defines no code for
@@ -25,6 +29,9 @@ _IDENTIFYING_TAGS = [
     Tag("SOPInstanceUID"),
     Tag("StudyInstanceUID"),
 ]
+# Values longer than this are skipped without being held in memory while the UIDs are
+# read. UIDs are at most 64 bytes long, so they are always read.
+_SKIPPED_VALUE_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -70,29 +77,74 @@ def _valid_uid_or_empty(value: object, keyword: str) -> str:
         return ""
 
 
+def _element_value(dataset: Dataset | None, keyword: str) -> object:
+    """Return the value of ``keyword`` in ``dataset``, or None if it is absent or undecodable."""
+    if dataset is None:
+        return None
+    try:
+        return dataset.get(keyword)
+    except Exception:  # pydicom raises many types on malformed values
+        return None
+
+
 def read_instance_uids(path: Path) -> InstanceUIDs:
     """Read the identifying UIDs of the instance in the spool file at ``path``.
 
-    Unreadable input gives empty UIDs: the store pipeline then reports why it fails.
-    Only the elements before Pixel Data are parsed.
+    Every top-level element is visited, as the store pipeline does, so that a UID
+    repeated or placed after Pixel Data reads the same here as in the index. Unreadable
+    input gives empty UIDs: the store pipeline then reports why it fails.
     """
     try:
         dataset = dcmread(
-            path, stop_before_pixels=True, specific_tags=_IDENTIFYING_TAGS, force=True
+            path,
+            specific_tags=_IDENTIFYING_TAGS,
+            defer_size=_SKIPPED_VALUE_BYTES,
+            force=True,
         )
     except Exception:  # pydicom raises many types on corrupt input
         return InstanceUIDs()
     file_meta = getattr(dataset, "file_meta", None)
-    sop_class_uid = dataset.get("SOPClassUID") or (
-        file_meta.get("MediaStorageSOPClassUID") if file_meta else None
+    sop_class_uid = _element_value(dataset, "SOPClassUID") or _element_value(
+        file_meta, "MediaStorageSOPClassUID"
     )
-    sop_instance_uid = dataset.get("SOPInstanceUID") or (
-        file_meta.get("MediaStorageSOPInstanceUID") if file_meta else None
+    sop_instance_uid = _element_value(dataset, "SOPInstanceUID") or _element_value(
+        file_meta, "MediaStorageSOPInstanceUID"
     )
     return InstanceUIDs(
         sop_class_uid=_valid_uid_or_empty(sop_class_uid, "SOPClassUID"),
         sop_instance_uid=_valid_uid_or_empty(sop_instance_uid, "SOPInstanceUID"),
-        study_instance_uid=_valid_uid_or_empty(dataset.get("StudyInstanceUID"), "StudyInstanceUID"),
+        study_instance_uid=_valid_uid_or_empty(
+            _element_value(dataset, "StudyInstanceUID"), "StudyInstanceUID"
+        ),
+    )
+
+
+def _check_study(
+    part_number: int, uids: InstanceUIDs, study_instance_uid: str | None
+) -> FailedPart | None:
+    """Return a failure unless the instance belongs to the study in the request URL.
+
+    An instance whose Study Instance UID cannot be read fails too, because storing it
+    could put it into another study than the URL names.
+    """
+    if study_instance_uid is None or uids.study_instance_uid == study_instance_uid:
+        return None
+    if not uids.study_instance_uid:
+        return FailedPart(
+            part_number,
+            uids,
+            FailureReason.CANNOT_UNDERSTAND,
+            "the instance has no valid Study Instance UID (0020,000D) to compare with "
+            f"the study {study_instance_uid} in the request URL; send instances that "
+            "carry their Study Instance UID",
+        )
+    return FailedPart(
+        part_number,
+        uids,
+        STUDY_INSTANCE_UID_MISMATCH,
+        f"the instance's Study Instance UID {uids.study_instance_uid} differs from "
+        f"the study {study_instance_uid} in the request URL; send it to "
+        "/studies or to its own study",
     )
 
 
@@ -103,7 +155,9 @@ def store_part(
 
     With ``study_instance_uid`` from the URL, an instance of another study fails with
     :data:`STUDY_INSTANCE_UID_MISMATCH` and is not stored, because every instance sent
-    to the Study resource must belong to that study (PS3.18 table 10.5.1-1).
+    to the Study resource must belong to that study (PS3.18 table 10.5.1-1). An error
+    that the store pipeline does not classify fails this part alone with Processing
+    failure (0110H), so the other parts of the request keep their results.
     """
     if part.path is None:
         return FailedPart(
@@ -117,23 +171,26 @@ def store_part(
     part.path = None
     try:
         uids = read_instance_uids(path)
-        if (
-            study_instance_uid is not None
-            and uids.study_instance_uid
-            and uids.study_instance_uid != study_instance_uid
-        ):
-            return FailedPart(
-                part.number,
-                uids,
-                STUDY_INSTANCE_UID_MISMATCH,
-                f"the instance's Study Instance UID {uids.study_instance_uid} differs from "
-                f"the study {study_instance_uid} in the request URL; send it to "
-                "/studies or to its own study",
-            )
+        study_failure = _check_study(part.number, uids, study_instance_uid)
+        if study_failure is not None:
+            return study_failure
         try:
             instance = archive.store_part10(path)
         except StoreFailedError as error:
             return FailedPart(part.number, uids, error.reason, error.message)
+        except Exception as error:
+            logger.exception(
+                "storing STOW-RS part %d (SOP Instance UID %s) failed unexpectedly",
+                part.number,
+                uids.sop_instance_uid or "unknown",
+            )
+            return FailedPart(
+                part.number,
+                uids,
+                FailureReason.PROCESSING_FAILURE,
+                f"storing the instance failed with {type(error).__name__}: {error}; "
+                "the server log has the details",
+            )
         return StoredPart(part.number, instance)
     finally:
         path.unlink(missing_ok=True)

@@ -51,15 +51,19 @@ class Database:
     def __init__(self, url: str) -> None:
         parsed = make_url(url)
         self.url = url
+        # hide_parameters keeps bound values, patient names among them, out of the
+        # messages of database errors, which end up in logs.
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(
-                url, connect_args={"check_same_thread": False, "timeout": 30}
+                url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                hide_parameters=True,
             )
             _configure_sqlite(self.engine)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True)
+            self.engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(
