@@ -233,7 +233,9 @@ class Archive:
         try:
             dataset, transfer_syntax_uid, dataset_offset = self._read(path)
             record = self._validate(dataset, expected_sop_class_uid, expected_sop_instance_uid)
-            metadata_json = json.dumps(dataset_to_json(dataset), separators=(",", ":"))
+            metadata_json = json.dumps(
+                dataset_to_json(dataset), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            )
 
             spool_copy = self.new_spool_path()
             with open(path, "rb") as source:

@@ -9,7 +9,10 @@ URL when a response is built, so stored metadata does not depend on the host nam
 from __future__ import annotations
 
 import logging
-from typing import Any
+import math
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any, cast
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
@@ -58,7 +61,10 @@ def dataset_to_json(dataset: Dataset, tag_path: list[str] | None = None) -> dict
     """
     path = tag_path or []
     result: dict[str, Any] = {}
-    for tag in dataset.keys():  # noqa: SIM118 (iterating a Dataset yields elements)
+    # Annex F orders attributes by tag; a dataset built in memory keeps insertion order.
+    for tag in sorted(dataset.keys()):
+        if tag & 0xFFFF == 0:
+            continue  # Group Length elements are not part of the JSON model (F.2.2)
         json_key = f"{tag:08X}"
         element_path = [*path, json_key]
         raw: object = dataset.get_item(tag, keep_deferred=True)
@@ -89,10 +95,85 @@ def dataset_to_json(dataset: Dataset, tag_path: list[str] | None = None) -> dict
                     "BulkDataURI": BULKDATA_URI_PREFIX + bulkdata_path(element_path),
                 }
                 continue
-            result[json_key] = element.to_json_dict(None, BULK_DATA_THRESHOLD_BYTES)
+            if element.VR in ("DS", "IS"):
+                result[json_key] = _number_string_json(str(element.VR), raw, element.value)
+                continue
+            converted = element.to_json_dict(None, BULK_DATA_THRESHOLD_BYTES)
+            if "Value" in converted:
+                converted["Value"] = _clean_values(str(element.VR), converted["Value"])
+            result[json_key] = converted
         except Exception as error:  # pydicom raises many types on malformed values
             logger.warning("left element %s out of the metadata: %s", json_key, error)
     return result
+
+
+def _number_from_string(text: str, vr: str) -> int | float | str | None:
+    """Return a DS or IS value as a JSON number, or as its string when a number would
+    lose digits (PS3.18 F.2.3 allows a string for that); empty values become null."""
+    stripped = text.strip()
+    if not stripped:
+        return None
+    try:
+        if vr == "IS":
+            return int(stripped)
+        number = float(stripped)
+    except ValueError:
+        logger.warning("kept the invalid %s value %r as a string in the metadata", vr, stripped)
+        return stripped
+    if not math.isfinite(number):
+        return stripped
+    if (
+        number.is_integer()
+        and abs(number) < 2**53
+        and "." not in stripped
+        and "e" not in stripped.lower()
+    ):
+        return int(number)
+    if Decimal(repr(number)) == Decimal(stripped):
+        return number
+    return stripped
+
+
+def _number_string_json(vr: str, raw: object, value: object) -> dict[str, Any]:
+    """Convert a DS or IS element from its encoded text, so empty values stay null."""
+    if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
+        text = raw.value.decode("ascii", errors="replace").rstrip("\x00")
+    elif isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        items = cast(Iterable[object], value)
+        text = "\\".join("" if item is None else str(item) for item in items)
+    else:
+        text = "" if value is None else str(value)
+    if not text.strip():
+        return {"vr": vr}
+    return {"vr": vr, "Value": [_number_from_string(item, vr) for item in text.split("\\")]}
+
+
+def _clean_values(vr: str, values: list[Any]) -> list[Any]:
+    """Fix what pydicom's conversion leaves outside PS3.18 annex F.
+
+    Person names lose empty component groups (F.2.2), and floating point values that
+    JSON cannot hold (NaN, infinities) become the strings "NaN", "Infinity" and
+    "-Infinity".
+    """
+    if vr == "PN":
+        cleaned = []
+        for name in values:
+            groups = {key: group for key, group in name.items() if group} if name else {}
+            cleaned.append(groups or None)
+        return cleaned
+    if vr in ("FL", "FD"):
+        return [_finite_or_string(value) for value in values]
+    return values
+
+
+def _finite_or_string(value: Any) -> Any:
+    # NOTE: annex F gives no encoding for NaN or infinity; these strings follow
+    # JavaScript's names so that a JSON parser accepts the response.
+    if isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value):
+            return "NaN"
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
 
 
 def resolve_bulkdata_uris(metadata_json: str, instance_url: str) -> str:
