@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRBigEndian, ImplicitVRLittleEndian, generate_uid
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
@@ -318,3 +319,36 @@ def test_index_error_message_has_no_patient_data(
         context.archive.store_part10(_spool(context, make_dataset()))
 
     assert "Doe" not in raised.value.message
+
+
+def test_resend_in_other_byte_order_is_duplicate(context: ArchiveContext) -> None:
+    dataset = make_dataset()
+    context.archive.store_part10(_spool(context, dataset))
+    big_endian = make_dataset(
+        study_instance_uid=dataset.StudyInstanceUID,
+        series_instance_uid=dataset.SeriesInstanceUID,
+        sop_instance_uid=dataset.SOPInstanceUID,
+    )
+    big_endian.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    # pydicom writes OW bytes as given, so they must be big endian already.
+    words = array.array("H", dataset.PixelData)
+    words.byteswap()
+    big_endian.PixelData = words.tobytes()
+    path = context.archive.new_spool_path()
+    big_endian.save_as(path, enforce_file_format=True, little_endian=False, implicit_vr=False)
+
+    again = context.archive.store_part10(path)
+
+    assert again.duplicate
+    assert _count(context, Instance) == 1
+
+
+def test_legacy_dotted_date_is_normalized(context: ArchiveContext) -> None:
+    dataset = make_dataset()
+    dataset.StudyDate = "1997.04.24"
+
+    context.archive.store_part10(_spool(context, dataset))
+
+    with context.database.read_session() as session:
+        study = session.scalars(select(Study)).one()
+    assert study.study_date == "19970424"

@@ -22,6 +22,7 @@ syntax); otherwise it is rejected with :attr:`FailureReason.DUPLICATE_SOP_INSTAN
 
 from __future__ import annotations
 
+import array
 import json
 import logging
 import os
@@ -59,6 +60,9 @@ logger = logging.getLogger(__name__)
 COMMIT_ATTEMPTS = 3
 DATA_SET_TRAILING_PADDING = 0xFFFCFFFC
 UNDEFINED_LENGTH = 0xFFFFFFFF
+# Bytes per word of the binary VRs whose byte order follows the transfer syntax.
+WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+ARRAY_TYPECODES = {2: "H", 4: "I", 8: "Q"}
 
 
 class FailureReason(IntEnum):
@@ -119,19 +123,37 @@ def _check_not_truncated(dataset: Dataset, file_size: int) -> None:
             )
 
 
-def _comparable(dataset: Dataset) -> Dataset:
-    """Return the elements that identify a dataset's content for the duplicate check.
+def _comparable(dataset: Dataset) -> dict[int, Any]:
+    """Return the element values that identify a dataset's content for the duplicate check.
 
-    Group Length elements and trailing padding are left out: encoders drop or add them
-    when they re-encode a dataset, without changing its content.
+    Group Length elements and trailing padding are left out, because encoders drop or
+    add them when they re-encode a dataset without changing its content. Binary values
+    of a big endian dataset are turned little endian, so that the same pixels sent in
+    two byte orders compare equal.
     """
-    return Dataset(
-        {
-            tag: dataset[tag]
-            for tag in dataset.keys()  # noqa: SIM118 (iterating a Dataset yields elements)
-            if tag & 0xFFFF != 0 and tag != DATA_SET_TRAILING_PADDING
-        }
-    )
+    _implicit, little_endian = dataset.original_encoding
+    swap = little_endian is False
+    result: dict[int, Any] = {}
+    for tag in dataset.keys():  # noqa: SIM118 (iterating a Dataset yields elements)
+        if tag & 0xFFFF == 0 or tag == DATA_SET_TRAILING_PADDING:
+            continue
+        element = dataset[tag]
+        value = element.value
+        if element.VR == "SQ":
+            result[tag] = [_comparable(item) for item in value]
+        elif swap and isinstance(value, bytes) and element.VR in WORD_SIZES:
+            result[tag] = _swap_bytes(value, WORD_SIZES[str(element.VR)])
+        else:
+            result[tag] = value
+    return result
+
+
+def _swap_bytes(value: bytes, word_size: int) -> bytes:
+    if len(value) % word_size:
+        return value
+    words = array.array(ARRAY_TYPECODES[word_size], value)
+    words.byteswap()
+    return words.tobytes()
 
 
 def _process_is_alive(pid: int) -> bool:

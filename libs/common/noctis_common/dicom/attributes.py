@@ -18,6 +18,18 @@ def person_name_search_form(name: str) -> str:
     return name.casefold()
 
 
+def normalize_date(value: str) -> str:
+    """Return a DA value as ``YYYYMMDD``, converting the retired ``YYYY.MM.DD`` form.
+
+    ACR-NEMA files and some old modalities write dates with dots; kept as they are, the
+    value would be cut to eight characters and break range matching.
+    """
+    text = value.strip()
+    if len(text) == 10 and text[4] == "." and text[7] == "." and text.replace(".", "").isdigit():
+        return text.replace(".", "")
+    return text
+
+
 def time_key(value: str) -> str:
     """Return a TM value as fixed-width ``HHMMSS.FFFFFF`` for range comparison.
 
@@ -41,9 +53,11 @@ def _text(dataset: Dataset, keyword: str) -> str:
         return ""
     if value is None:
         return ""
+    # NUL is not a character of DICOM text values, only padding that careless senders
+    # leave in. PostgreSQL text columns cannot store it.
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(item) for item in value)
-    return str(value).strip()
+        return "\\".join(str(item).replace("\x00", "") for item in value)
+    return str(value).replace("\x00", "").strip()
 
 
 def _integer(dataset: Dataset, keyword: str) -> int | None:
@@ -113,9 +127,9 @@ def extract_index_record(dataset: Dataset) -> IndexRecord:
         patient_id=_text(dataset, "PatientID"),
         issuer_of_patient_id=_text(dataset, "IssuerOfPatientID"),
         patient_name=_text(dataset, "PatientName"),
-        patient_birth_date=_text(dataset, "PatientBirthDate"),
+        patient_birth_date=normalize_date(_text(dataset, "PatientBirthDate")),
         patient_sex=_text(dataset, "PatientSex"),
-        study_date=_text(dataset, "StudyDate"),
+        study_date=normalize_date(_text(dataset, "StudyDate")),
         study_time=_text(dataset, "StudyTime"),
         accession_number=_text(dataset, "AccessionNumber"),
         study_id=_text(dataset, "StudyID"),
@@ -126,16 +140,18 @@ def extract_index_record(dataset: Dataset) -> IndexRecord:
         modality=_text(dataset, "Modality"),
         series_number=_integer(dataset, "SeriesNumber"),
         series_description=_text(dataset, "SeriesDescription"),
-        series_date=_text(dataset, "SeriesDate"),
+        series_date=normalize_date(_text(dataset, "SeriesDate")),
         series_time=_text(dataset, "SeriesTime"),
         body_part_examined=_text(dataset, "BodyPartExamined"),
-        performed_procedure_step_start_date=_text(dataset, "PerformedProcedureStepStartDate"),
+        performed_procedure_step_start_date=normalize_date(
+            _text(dataset, "PerformedProcedureStepStartDate")
+        ),
         performed_procedure_step_start_time=_text(dataset, "PerformedProcedureStepStartTime"),
         instance_number=_integer(dataset, "InstanceNumber"),
         rows=_integer(dataset, "Rows"),
         columns=_integer(dataset, "Columns"),
         bits_allocated=_integer(dataset, "BitsAllocated"),
         number_of_frames=_integer(dataset, "NumberOfFrames"),
-        content_date=_text(dataset, "ContentDate"),
+        content_date=normalize_date(_text(dataset, "ContentDate")),
         content_time=_text(dataset, "ContentTime"),
     )
