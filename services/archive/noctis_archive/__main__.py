@@ -8,6 +8,7 @@ object store and one event relay.
 from __future__ import annotations
 
 import logging
+import sys
 
 import uvicorn
 
@@ -29,7 +30,17 @@ def main() -> None:
     context = ArchiveContext.create(settings)
     context.start()
     scp = StorageSCP(context)
-    scp.start()
+    try:
+        scp.start()
+    except OSError as error:
+        logger.error(
+            "cannot listen for DIMSE on %s:%d: %s; set NOCTIS_DIMSE_PORT to a free port",
+            settings.dimse_host,
+            settings.dimse_port,
+            error,
+        )
+        context.close()
+        sys.exit(1)
     app = create_app("Noctis", [qido_router, wado_router, stow_router], settings, context)
     logger.info(
         "Noctis archive: DICOMweb at http://%s:%d/dicom-web, DIMSE AE title %s on port %d, "
