@@ -4,6 +4,11 @@ Every accepted TCP connection gets an :class:`AssociationRecord`. The C-STORE an
 C-ECHO handlers count their outcomes in it, and when the association ends (released,
 aborted, rejected, or the connection closed) the registry logs one INFO line with the
 calling AE title, the peer address and the counts, then drops the record.
+
+pynetdicom ends an association without any of these events when its reader thread
+fails, as it does on a C-STORE request without Affected SOP Class or Instance UID.
+Each new connection therefore first finishes the records of such associations
+(:meth:`AssociationRegistry.finish_ended`) and deletes the datasets they left.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import os
 import queue
 import socket
 import threading
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +45,9 @@ class AssociationRegistry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._records: weakref.WeakKeyDictionary[Association, AssociationRecord] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Strong references: an association that ends without an end event must stay
+        # reachable until finish_ended() deletes what it left in the spool.
+        self._records: dict[Association, AssociationRecord] = {}
 
     def record(self, association: Association) -> AssociationRecord:
         """Return the record of ``association``, creating it when it has none."""
@@ -57,20 +61,46 @@ class AssociationRegistry:
     # -- pynetdicom event handlers ------------------------------------------------------
 
     def handle_connection_open(self, event: Event) -> None:
-        """Turn on TCP_NODELAY for the new connection and start its record.
+        """Set the new connection's socket options and start its record.
 
         DIMSE responses are small writes. TCP_NODELAY sends each one at once instead of
         letting Nagle's algorithm hold it while an earlier segment is unacknowledged.
+
+        The socket also gets the network timeout. pynetdicom checks that timeout only
+        between PDUs. Once the first bytes of a PDU have arrived, it reads the rest with
+        blocking calls. Without a socket timeout, a peer that stops mid-PDU would keep
+        its association and its spool file until it closes the connection.
         """
+        self.finish_ended()
         raw_socket = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
         if raw_socket is not None:
             try:
                 raw_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                raw_socket.settimeout(event.assoc.network_timeout)
             except OSError as error:
                 logger.warning(
-                    "could not set TCP_NODELAY for %s: %s", _peer_address(event.assoc), error
+                    "could not set the socket options for %s: %s",
+                    _peer_address(event.assoc),
+                    error,
                 )
         self.record(event.assoc)
+
+    def finish_ended(self) -> None:
+        """Finish the records of associations that ended without an end event.
+
+        Their threads have ended, so the datasets they were receiving are deleted.
+        """
+        with self._lock:
+            ended = [
+                association
+                for association in self._records
+                if association.ident is not None
+                and not association.is_alive()
+                and not association.dul.is_alive()
+            ]
+        for association in ended:
+            self._finish(association, "ended by a protocol error")
+            discard_unhandled_datasets(association)
 
     def handle_released(self, event: Event) -> None:
         self._finish(event.assoc, "released")

@@ -38,7 +38,10 @@ EMPTY_VALUE_MATCHING_UNSUPPORTED = (
 )
 
 _TAG_PATTERN = re.compile(r"[0-9A-Fa-f]{8}")
-_UINT_PATTERN = re.compile(r"\d+")
+_UINT_PATTERN = re.compile(r"[0-9]+")
+# Item, Item Delimitation Item and Sequence Delimitation Item (PS3.5 section 7.5) are
+# tags of the encoding, not attributes that a query can match or return.
+ITEM_TAG_GROUP = 0xFFFE
 
 
 class SearchRequestError(Exception):
@@ -109,14 +112,23 @@ def _keywords_by_lowercase() -> dict[str, str]:
 
 def parse_attribute_id(text: str, parameter: str) -> int:
     """Return the tag named by a keyword or an eight-digit hex tag (PS3.18 8.3.4.1)."""
+    hint = "use a keyword of PS3.6 such as PatientID or a tag such as 00100020"
+    tag: int | None = None
     if _TAG_PATTERN.fullmatch(text):
-        return int(text, 16)
-    tag = tag_for_keyword(text)
+        tag = int(text, 16)
+    elif text:
+        # pydicom's dictionary has an entry with an empty keyword, so "" is not looked up.
+        tag = tag_for_keyword(text)
+    if tag is not None and tag >> 16 == ITEM_TAG_GROUP:
+        raise SearchRequestError(
+            400,
+            f"{describe_tag(tag)} ({text}) in {parameter} is an item or delimitation tag, "
+            f"not an attribute; {hint}",
+        )
     if tag is not None:
         return tag
-    hint = "use a keyword of PS3.6 such as PatientID or a tag such as 00100020"
     suggestion = _keywords_by_lowercase().get(text.lower())
-    if suggestion is not None:
+    if suggestion:
         hint = f"keywords are case-sensitive: did you mean {suggestion}?"
     raise SearchRequestError(400, f"unknown attribute {text!r} in {parameter}: {hint}")
 
@@ -128,11 +140,17 @@ def _parse_boolean(name: str, value: str) -> bool:
 
 
 def _parse_uint(name: str, value: str, maximum: int) -> int:
-    if not _UINT_PATTERN.fullmatch(value) or int(value) > maximum:
+    digits = value.lstrip("0") or "0"
+    # The length check comes first: int() refuses strings of over 4300 digits.
+    if (
+        not _UINT_PATTERN.fullmatch(value)
+        or len(digits) > len(str(maximum))
+        or int(digits) > maximum
+    ):
         raise SearchRequestError(
             400, f"invalid {name} value {value!r}: use an integer from 0 to {maximum}"
         )
-    return int(value)
+    return int(digits)
 
 
 def _validate_path_uid(value: str, keyword: str) -> str:
@@ -201,6 +219,12 @@ def _read_parameters(items: Iterable[tuple[str, str]]) -> _Parameters:
             )
         else:
             tag = parse_attribute_id(name, "a match parameter")
+            if "\x00" in value:
+                raise SearchRequestError(
+                    400,
+                    f"invalid {describe_tag(tag)} value {value!r}: it contains a NUL "
+                    "character, which no DICOM value can match; remove it",
+                )
             if tag in matched_tags:
                 raise SearchRequestError(
                     400,

@@ -16,6 +16,7 @@ resource without transcoding, by the rules of HTTP's Accept field (RFC 2616 sect
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -130,6 +131,9 @@ def _parse_element(element: str) -> MediaRange | None:
             try:
                 quality = float(_unquote(raw_value))
             except ValueError:
+                quality = math.nan
+            # float() also reads "nan", which compares as neither higher nor lower.
+            if math.isnan(quality):
                 logger.warning("ignored Accept element %r: invalid q value", element.strip())
                 return None
             quality = min(max(quality, 0.0), 1.0)

@@ -24,6 +24,9 @@ from noctis_wado.pixel_data import FrameContent, locate_frames, whole_value
 from noctis_wado.stored_values import ElementPath, locate_element, open_stored_dataset
 
 _TAG_PATTERN = re.compile(r"[0-9A-Fa-f]{8}")
+# ASCII digits only, because str.isdigit() also accepts digits such as '²' that int()
+# cannot read. Ten digits bound the work of int() and exceed any real item count.
+_ITEM_INDEX_PATTERN = re.compile(r"[0-9]{1,10}")
 BULKDATA_OFFERS = (Offer(OCTET_STREAM, EXPLICIT_VR_LITTLE_ENDIAN),)
 
 
@@ -39,7 +42,7 @@ def parse_bulkdata_path(tag_path: str) -> ElementPath:
     if (
         len(steps) % 2 == 0
         or not all(_TAG_PATTERN.fullmatch(tag) for tag in tags)
-        or not all(index.isdigit() for index in indexes)
+        or not all(_ITEM_INDEX_PATTERN.fullmatch(index) for index in indexes)
     ):
         raise BadRequestError(
             f"invalid bulk data path {tag_path!r}: expected 8-digit hexadecimal tags "

@@ -10,6 +10,7 @@ the client asks for that. Decoding or transcoding is not supported.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
@@ -45,6 +46,12 @@ from noctis_wado.stored_values import (
     open_value,
 )
 
+# Number of Frames (0028,0008) is an IS value, so it is at most 2**31 - 1.
+MAX_FRAME_NUMBER = 2**31 - 1
+# ASCII digits only, because str.isdigit() also accepts digits such as '²' that int()
+# cannot read.
+_FRAME_NUMBER_PATTERN = re.compile(r"[0-9]+")
+
 PIXEL_DATA_PATHS = (
     ElementPath((), 0x7FE00010),  # Pixel Data
     ElementPath((), 0x7FE00008),  # Float Pixel Data
@@ -55,26 +62,35 @@ PIXEL_DATA_PATHS = (
 def parse_frame_list(frame_list: str) -> list[int]:
     """Return the 1-based frame numbers of a comma-separated list such as ``1,3``.
 
-    Raises :class:`BadRequestError` for an empty entry, a non-number, 0 or a number
-    listed twice.
+    Raises :class:`BadRequestError` for an empty entry, a non-number, 0, a number over
+    :data:`MAX_FRAME_NUMBER` or a number listed twice.
     """
     numbers: list[int] = []
+    seen: set[int] = set()
     for entry in frame_list.split(","):
         text = entry.strip()
-        if not text.isdigit():
+        if not _FRAME_NUMBER_PATTERN.fullmatch(text):
             raise BadRequestError(
                 f"invalid frame list {frame_list!r}: {text!r} is not a frame number; list "
                 "frame numbers from 1, separated by commas, such as 1,3"
             )
-        number = int(text)
+        digits = text.lstrip("0") or "0"
+        # The length check comes first: int() refuses strings of over 4300 digits.
+        if len(digits) > len(str(MAX_FRAME_NUMBER)) or int(digits) > MAX_FRAME_NUMBER:
+            raise BadRequestError(
+                f"invalid frame list {frame_list!r}: frame {text} is over the maximum frame "
+                f"number {MAX_FRAME_NUMBER}"
+            )
+        number = int(digits)
         if number == 0:
             raise BadRequestError(
                 f"invalid frame list {frame_list!r}: frame numbers start at 1, not 0"
             )
-        if number in numbers:
+        if number in seen:
             raise BadRequestError(
                 f"invalid frame list {frame_list!r}: frame {number} is listed twice"
             )
+        seen.add(number)
         numbers.append(number)
     return numbers
 
@@ -190,7 +206,12 @@ def frames_response(
                     f"has {frame_count} frame{'s' if frame_count != 1 else ''}, numbered "
                     "from 1"
                 )
-        frames = locate_frames(value_handle(stored, value), value, instance.sop_instance_uid)
+        frames = locate_frames(
+            value_handle(stored, value),
+            value,
+            instance.sop_instance_uid,
+            up_to=max(frame_numbers),
+        )
     if max(frame_numbers) > len(frames):
         raise StoredObjectError(
             f"the pixel data of instance {instance.sop_instance_uid} contains {len(frames)} "

@@ -70,8 +70,12 @@ def number_of_frames(dataset: Dataset) -> int:
     return max(_image_attribute(dataset, "NumberOfFrames", default=1), 1)
 
 
-def native_frames(value: ElementValue) -> list[FrameContent]:
-    """Return the frames of native pixel data that the stored value contains completely."""
+def native_frames(value: ElementValue, up_to: int | None = None) -> list[FrameContent]:
+    """Return the frames of native pixel data that the stored value contains completely.
+
+    With ``up_to``, only the first ``up_to`` frames are described, so that a request for
+    frame 1 of an object that claims millions of tiny frames stays cheap.
+    """
     dataset = value.container
     rows = _image_attribute(dataset, "Rows")
     columns = _image_attribute(dataset, "Columns")
@@ -91,8 +95,11 @@ def native_frames(value: ElementValue) -> list[FrameContent]:
 
     length = value.length or 0
     unit = value.swap_unit(bits_allocated)
+    frame_count = number_of_frames(dataset)
+    if up_to is not None:
+        frame_count = min(frame_count, up_to)
     frames: list[FrameContent] = []
-    for index in range(number_of_frames(dataset)):
+    for index in range(frame_count):
         first_bit = index * frame_bits
         end_bit = first_bit + frame_bits
         if end_bit > length * 8:
@@ -135,10 +142,35 @@ def _read_fragments(handle: BinaryIO) -> list[tuple[int, int]]:
 def _extended_offsets(dataset: Dataset) -> tuple[list[int], list[int]] | None:
     offsets = dataset.get("ExtendedOffsetTable")
     lengths = dataset.get("ExtendedOffsetTableLengths")
-    if not offsets or not lengths or len(offsets) != len(lengths):
+    if not offsets or not lengths or len(offsets) != len(lengths) or len(offsets) % 8:
         return None
     count = len(offsets) // 8
     return list(struct.unpack(f"<{count}Q", offsets)), list(struct.unpack(f"<{count}Q", lengths))
+
+
+def _valid_extended_offsets(
+    extended: tuple[list[int], list[int]],
+    first_item_position: int,
+    fragments: list[tuple[int, int]],
+    sop_instance_uid: str,
+) -> bool:
+    """Return whether each Extended Offset Table entry names a fragment item that contains it.
+
+    An entry past the end of the data or longer than its fragment would send bytes of
+    other items or cut the response off. The fragments are then read as if there were
+    no table.
+    """
+    fragment_lengths = {position - 8: length for position, length in fragments}
+    for offset, length in zip(*extended, strict=True):
+        fragment_length = fragment_lengths.get(first_item_position + offset)
+        if fragment_length is None or length > fragment_length:
+            logger.warning(
+                "ignored the Extended Offset Table of instance %s: an entry points at no "
+                "fragment item or is longer than its fragment",
+                sop_instance_uid,
+            )
+            return False
+    return True
 
 
 def _ends_with_marker(handle: BinaryIO, position: int, length: int) -> bool:
@@ -215,8 +247,11 @@ def encapsulated_frames(
         raise StoredObjectError(f"the encapsulated pixel data is corrupt: {error}") from error
     first_item_position = handle.tell()
 
+    fragments = _read_fragments(handle)
     extended = _extended_offsets(value.container)
-    if extended is not None:
+    if extended is not None and _valid_extended_offsets(
+        extended, first_item_position, fragments, sop_instance_uid
+    ):
         # Extended Offset Table entries point at each frame's item tag, counted like the
         # Basic Offset Table; each frame is one fragment (PS3.5 A.4).
         return [
@@ -224,7 +259,6 @@ def encapsulated_frames(
             for offset, length in zip(*extended, strict=True)
         ]
 
-    fragments = _read_fragments(handle)
     basic_offsets = _valid_basic_offsets(
         basic_offsets, first_item_position, fragments, sop_instance_uid
     )
@@ -247,12 +281,16 @@ def whole_value(value: ElementValue) -> FrameContent:
 
 
 def locate_frames(
-    handle: BinaryIO, value: ElementValue, sop_instance_uid: str
+    handle: BinaryIO, value: ElementValue, sop_instance_uid: str, up_to: int | None = None
 ) -> list[FrameContent]:
-    """Return every frame that the pixel data ``value`` contains, in frame order."""
+    """Return the frames that the pixel data ``value`` contains, in frame order.
+
+    With ``up_to``, native pixel data is described only up to that frame. Encapsulated
+    pixel data is always located in full, because its frames follow from its items.
+    """
     if value.is_encapsulated:
         return encapsulated_frames(handle, value, sop_instance_uid)
-    return native_frames(value)
+    return native_frames(value, up_to)
 
 
 def iter_frame(handle: BinaryIO, frame: FrameContent) -> Iterator[bytes]:

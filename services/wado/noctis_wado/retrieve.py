@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 from noctis_common.storage import ObjectNotFoundError, ObjectStore, StorageError
 from noctis_wado.accept import MediaRange, Offer, describe_offers, select_offer
-from noctis_wado.errors import NotAcceptableError, ResponseAbortedError
+from noctis_wado.errors import NotAcceptableError, ResponseAbortedError, StoredObjectError
 from noctis_wado.lookup import StoredInstance
 from noctis_wado.media_types import DICOM
 from noctis_wado.multipart import (
@@ -57,10 +57,35 @@ def _stream_object(store: ObjectStore, instance: StoredInstance) -> Iterator[byt
         ) from error
 
 
+def check_object_present(store: ObjectStore, instance: StoredInstance) -> None:
+    """Raise :class:`StoredObjectError` unless the stored object of ``instance`` is present."""
+    try:
+        store.size(instance.object_key)
+    except ObjectNotFoundError as error:
+        raise StoredObjectError(
+            f"the stored object of instance {instance.sop_instance_uid} "
+            f"({instance.object_key}) is missing from the object store, although the index "
+            "lists it; restore the object or delete the instance"
+        ) from error
+    except StorageError as error:
+        raise StoredObjectError(
+            f"reading the stored object of instance {instance.sop_instance_uid} "
+            f"({instance.object_key}) failed: {error}; retry later",
+            unavailable=True,
+        ) from error
+
+
 def instances_response(
     store: ObjectStore, instances: Sequence[StoredInstance]
 ) -> MultipartResponse:
-    """Return the multipart response that streams ``instances`` in their stored syntax."""
+    """Return the multipart response that streams ``instances`` in their stored syntax.
+
+    The first object is checked before the response starts, so a missing object of a
+    single instance gets a 500 (or a 503 when the store fails). The others are read
+    only while the body is sent, and a missing one cuts the body off before its close
+    delimiter, because checking every object first would cost one store request each.
+    """
+    check_object_present(store, instances[0])
     boundary = new_boundary()
     syntaxes = {instance.transfer_syntax_uid for instance in instances}
     uniform_syntax = next(iter(syntaxes)) if len(syntaxes) == 1 else None

@@ -20,10 +20,18 @@ from noctis_common.uids import InvalidUIDError, validate_uid
 VALUE_DELIMITER = "\\"
 UNIVERSAL_WILDCARD = "*"
 
-_DATE_PATTERN = re.compile(r"\d{8}")
-_TIME_PATTERN = re.compile(r"(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?")
-_DATETIME_PATTERN = re.compile(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,6}))?")
-_INTEGER_PATTERN = re.compile(r"[+-]?\d{1,10}")
+# re.ASCII keeps \d to 0-9: DA, TM, DT and IS values are ASCII digits (PS3.5 table
+# 6.2-1), and other Unicode digits would compare as strings above every stored value.
+_DATE_PATTERN = re.compile(r"\d{8}", re.ASCII)
+_TIME_PATTERN = re.compile(r"(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?", re.ASCII)
+_DATETIME_PATTERN = re.compile(
+    r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,6}))?", re.ASCII
+)
+_INTEGER_PATTERN = re.compile(r"[+-]?\d{1,10}", re.ASCII)
+
+# The range of an IS value (PS3.5 table 6.2-1), which also covers every US value.
+INTEGER_MIN = -(2**31)
+INTEGER_MAX = 2**31 - 1
 
 DATE_FORMS = "YYYYMMDD, or a range such as 20240101-20240131, -20240131 or 20240101-"
 TIME_FORMS = "HH, HHMM, HHMMSS or HHMMSS.FFFFFF, or a range such as 0800-1200"
@@ -96,7 +104,15 @@ def parse_integer(keyword: str, value: str) -> int:
             f"invalid {keyword} value {value!r}: {keyword} matches a single integer "
             "such as 3; wild cards, ranges and lists are not supported for it"
         )
-    return int(text)
+    number = int(text)
+    # The index keeps IS and US values in 32-bit columns, which PostgreSQL will not
+    # compare with a larger parameter.
+    if not INTEGER_MIN <= number <= INTEGER_MAX:
+        raise InvalidQueryError(
+            f"invalid {keyword} value {value!r}: an IS or US value lies between "
+            f"{INTEGER_MIN} and {INTEGER_MAX}"
+        )
+    return number
 
 
 @dataclass(frozen=True)
