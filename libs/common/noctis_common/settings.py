@@ -69,7 +69,42 @@ class Settings(BaseSettings):
         description="Comma-separated permissions of calling AE titles not in the peer list.",
     )
     dimse_check_called_ae_title: bool = Field(
-        default=True, description="Reject associations whose called AE title is not ours."
+        default=False,
+        description="Reject associations whose called AE title is not ae_title; off accepts any.",
+    )
+    dimse_tls_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="TCP port of the DICOM TLS listener (conventionally 2762); 0 turns TLS off.",
+    )
+    dimse_tls_certificate_file: Path | None = Field(
+        default=None, description="PEM certificate (chain) the TLS listener presents."
+    )
+    dimse_tls_private_key_file: Path | None = Field(
+        default=None, description="PEM private key of dimse_tls_certificate_file, unencrypted."
+    )
+    dimse_tls_ca_file: Path | None = Field(
+        default=None,
+        description=(
+            "PEM CA certificates: TLS clients must present a certificate they signed, and "
+            "peers Noctis connects to by TLS are verified against them."
+        ),
+    )
+    forward_rules_file: Path | None = Field(
+        default=None, description="JSON file of rules that forward stored instances by C-STORE."
+    )
+    forward_max_attempts: int = Field(
+        default=10, ge=1, description="Attempts to forward one instance before it is marked failed."
+    )
+    forward_retry_initial_s: float = Field(
+        default=5.0, gt=0, description="Wait before the first retry; each retry doubles it."
+    )
+    forward_retry_max_s: float = Field(
+        default=600.0, gt=0, description="Maximum wait between two forwarding attempts."
+    )
+    forward_poll_interval_s: float = Field(
+        default=2.0, gt=0, description="How often the forwarding worker looks for due retries."
     )
 
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)

@@ -34,11 +34,17 @@ def main() -> None:
         scp.start()
     except OSError as error:
         logger.error(
-            "cannot listen for DIMSE on %s:%d: %s; set NOCTIS_DIMSE_PORT to a free port",
+            "cannot listen for DIMSE on %s (port %d, TLS port %d): %s; set "
+            "NOCTIS_DIMSE_PORT and NOCTIS_DIMSE_TLS_PORT to free ports",
             settings.dimse_host,
             settings.dimse_port,
+            settings.dimse_tls_port,
             error,
         )
+        context.close()
+        sys.exit(1)
+    except ValueError as error:  # invalid peer list, TLS files or forwarding rules
+        logger.error("cannot start the DIMSE gateway: %s", error)
         context.close()
         sys.exit(1)
     app = create_app("Noctis", [qido_router, wado_router, stow_router], settings, context)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+import sys
 import threading
 
 from noctis_common.context import ArchiveContext
@@ -17,7 +19,12 @@ def main() -> None:
     context = ArchiveContext.create(settings)
     context.start()
     scp = StorageSCP(context)
-    scp.start()
+    try:
+        scp.start()
+    except (OSError, ValueError) as error:  # a taken port, or an invalid configuration file
+        logging.getLogger("noctis_ingest_scp").error("cannot start the DIMSE gateway: %s", error)
+        context.close()
+        sys.exit(1)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())

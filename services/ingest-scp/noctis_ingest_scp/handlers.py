@@ -16,7 +16,9 @@ from pynetdicom.events import Event
 
 from noctis_common.archive import Archive, FailureReason, StoreFailedError
 from noctis_ingest_scp.associations import AssociationRegistry
-from noctis_ingest_scp.statuses import PROCESSING_FAILURE, SUCCESS, failure_status
+from noctis_ingest_scp.peers import Permission
+from noctis_ingest_scp.security import AccessControl, not_authorized_comment
+from noctis_ingest_scp.statuses import NOT_AUTHORIZED, PROCESSING_FAILURE, SUCCESS, failure_status
 
 logger = logging.getLogger(__name__)
 
@@ -24,19 +26,30 @@ logger = logging.getLogger(__name__)
 _ARCHIVE_SIDE_FAILURES = {FailureReason.OUT_OF_RESOURCES, FailureReason.PROCESSING_FAILURE}
 
 
-def handle_c_echo(event: Event, registry: AssociationRegistry) -> int:
+def handle_c_echo(
+    event: Event, registry: AssociationRegistry, access: AccessControl | None = None
+) -> int:
     """Count a C-ECHO request and return its status (PS3.4 A.4).
 
     Returns
     -------
     int
-        ``0x0000`` Success, always.
+        * ``0x0000`` Success.
+        * ``0x0124`` Refused: Not Authorized: the peer list does not grant the calling
+          AE title the ``echo`` permission.
     """
+    if access is not None and not access.is_allowed(event, Permission.ECHO):
+        return NOT_AUTHORIZED
     registry.record(event.assoc).echoes += 1
     return SUCCESS
 
 
-def handle_c_store(event: Event, archive: Archive, registry: AssociationRegistry) -> int | Dataset:
+def handle_c_store(
+    event: Event,
+    archive: Archive,
+    registry: AssociationRegistry,
+    access: AccessControl | None = None,
+) -> int | Dataset:
     """Store the dataset of one C-STORE request and return its status (PS3.4 B.2.2, B.2.3).
 
     pynetdicom has written the dataset, exactly as received and preceded by File Meta
@@ -57,6 +70,8 @@ def handle_c_store(event: Event, archive: Archive, registry: AssociationRegistry
           SOP Class, SOP Instance, Study or Series Instance UID, or its SOP Instance UID
           differs from the request's Affected SOP Instance UID.
         * ``0x0110`` Processing Failure: an unexpected error, logged with its traceback.
+        * ``0x0124`` Refused: Not Authorized: the peer list does not grant the calling
+          AE title the ``store`` permission; nothing is stored.
 
         Failures carry an Error Comment of at most 64 characters; the log has the full
         message.
@@ -66,6 +81,11 @@ def handle_c_store(event: Event, archive: Archive, registry: AssociationRegistry
     sop_class_uid = str(request.AffectedSOPClassUID or "")
     sop_instance_uid = str(request.AffectedSOPInstanceUID or "")
     calling_ae_title = event.assoc.requestor.ae_title
+    if access is not None and not access.is_allowed(event, Permission.STORE):
+        record.failed += 1
+        return failure_status(
+            NOT_AUTHORIZED, not_authorized_comment(calling_ae_title, Permission.STORE)
+        )
     try:
         stored = archive.store_part10(
             Path(event.dataset_path),

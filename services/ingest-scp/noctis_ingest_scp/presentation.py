@@ -36,7 +36,10 @@ from pynetdicom.presentation import (
     build_context,
 )
 
+from noctis_ingest_scp.qr_models import QUERY_RETRIEVE_SOP_CLASS_UIDS
+
 VERIFICATION_SOP_CLASS_UID = UID("1.2.840.10008.1.1")
+STORAGE_COMMITMENT_PUSH_MODEL_SOP_CLASS_UID = UID("1.2.840.10008.1.20.1")
 
 UNCOMPRESSED_TRANSFER_SYNTAXES: tuple[UID, ...] = (
     ExplicitVRLittleEndian,
@@ -85,14 +88,25 @@ def storage_sop_class_uids() -> list[UID]:
 
 
 def supported_presentation_contexts() -> list[PresentationContext]:
-    """Build the SCP's contexts: Verification, then every Storage SOP class.
+    """Build the SCP's contexts: Verification, Storage Commitment, Query/Retrieve, Storage.
 
     The 128-context limit of PS3.8 applies to what one requestor proposes, not to
-    what an acceptor supports, so all storage SOP classes fit.
+    what an acceptor supports, so all storage SOP classes fit. Storage contexts accept
+    the SCP/SCU Role Selection a C-GET requestor proposes to become their SCP.
     """
-    contexts = [build_context(VERIFICATION_SOP_CLASS_UID, list(UNCOMPRESSED_TRANSFER_SYNTAXES))]
+    contexts = [
+        build_context(VERIFICATION_SOP_CLASS_UID, list(UNCOMPRESSED_TRANSFER_SYNTAXES)),
+        build_context(
+            STORAGE_COMMITMENT_PUSH_MODEL_SOP_CLASS_UID, list(UNCOMPRESSED_TRANSFER_SYNTAXES)
+        ),
+    ]
     contexts.extend(
-        build_context(sop_class_uid, list(STORAGE_TRANSFER_SYNTAXES))
-        for sop_class_uid in storage_sop_class_uids()
+        build_context(sop_class_uid, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
+        for sop_class_uid in QUERY_RETRIEVE_SOP_CLASS_UIDS
     )
+    for sop_class_uid in storage_sop_class_uids():
+        context = build_context(sop_class_uid, list(STORAGE_TRANSFER_SYNTAXES))
+        context.scu_role = True
+        context.scp_role = True
+        contexts.append(context)
     return contexts

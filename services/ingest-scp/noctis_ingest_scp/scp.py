@@ -1,10 +1,15 @@
 """The DIMSE gateway: a Verification and Storage SCP built on pynetdicom.
 
-The SCP listens on ``NOCTIS_DIMSE_HOST:NOCTIS_DIMSE_PORT`` as ``NOCTIS_AE_TITLE``,
-accepts any calling and called AE title, and stores every C-STORE dataset through
-:meth:`Archive.store_part10`, byte for byte as received. pynetdicom streams each
-dataset into a file in the archive's spool while it arrives, so a large object is
-never held in memory.
+The SCP listens on ``NOCTIS_DIMSE_HOST:NOCTIS_DIMSE_PORT`` as ``NOCTIS_AE_TITLE``, and
+with DICOM TLS on ``NOCTIS_DIMSE_TLS_PORT`` when that is not 0. The peer list decides
+which associations are accepted and what each calling AE may do
+(:mod:`noctis_ingest_scp.security`). Every C-STORE dataset is stored through
+:meth:`Archive.store_part10`, byte for byte as received. The same process handles
+Storage Commitment requests (:mod:`noctis_ingest_scp.commitment`), C-FIND, C-MOVE and
+C-GET (:mod:`noctis_ingest_scp.qr_service`) and, when routing rules are set, forwards
+stored instances (:mod:`noctis_ingest_scp.forwarding`).
+pynetdicom streams each dataset into a file in the archive's spool while it arrives, so
+a large object is never held in memory.
 """
 
 from __future__ import annotations
@@ -23,8 +28,13 @@ from pynetdicom.transport import ThreadedAssociationServer
 from noctis_common.context import ArchiveContext
 from noctis_common.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from noctis_ingest_scp.associations import AssociationRegistry
+from noctis_ingest_scp.commitment import StorageCommitmentSCP
+from noctis_ingest_scp.forwarding import Forwarder
 from noctis_ingest_scp.handlers import handle_c_echo, handle_c_store
 from noctis_ingest_scp.presentation import supported_presentation_contexts
+from noctis_ingest_scp.qr_service import QueryRetrieveSCP
+from noctis_ingest_scp.security import AccessControl
+from noctis_ingest_scp.tls import server_ssl_context
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +51,9 @@ class StorageSCP:
         self.registry = AssociationRegistry()
         self._lock = threading.Lock()
         self._server: ThreadedAssociationServer | None = None
+        self._tls_server: ThreadedAssociationServer | None = None
+        self.commitment: StorageCommitmentSCP | None = None
+        self.forwarder: Forwarder | None = None
         self._previous_tempdir: str | None = None
         self._spool_tempdir: str | None = None
 
@@ -52,21 +65,37 @@ class StorageSCP:
         return int(self._server.server_address[1])
 
     @property
+    def tls_port(self) -> int | None:
+        """Return the TCP port of the TLS listener, or ``None`` when TLS is off."""
+        server = self._tls_server
+        return int(server.server_address[1]) if server is not None else None
+
+    @property
     def active_associations(self) -> list[Association]:
         """Return the associations being served now; empty when the SCP is stopped."""
-        server = self._server
-        return server.active_associations if server is not None else []
+        servers = [server for server in (self._server, self._tls_server) if server is not None]
+        return [association for server in servers for association in server.active_associations]
 
     def start(self) -> None:
         """Start listening in background threads and return.
 
-        Raises :class:`OSError` when the port cannot be bound. Calling ``start`` on a
+        Raises :class:`OSError` when a port cannot be bound, and
+        :class:`~noctis_ingest_scp.peers.PeerConfigError`,
+        :class:`~noctis_ingest_scp.tls.TLSConfigError` or
+        :class:`~noctis_ingest_scp.forwarding_rules.ForwardRulesError` when the peer
+        list, the TLS files or the routing rules are invalid. Calling ``start`` on a
         started SCP does nothing.
         """
         with self._lock:
             if self._server is not None:
                 return
             settings = self.context.settings
+            access = AccessControl.from_settings(settings)
+            query_retrieve = QueryRetrieveSCP(self.context, access)
+            ssl_context = server_ssl_context(settings)
+            # A restarted SCP keeps its forwarder: the event subscription cannot be undone.
+            forwarder = self.forwarder or Forwarder.from_settings(self.context, access.peers)
+            commitment = StorageCommitmentSCP(settings, self.context.database, access)
             self._use_archive_spool_for_received_datasets()
 
             ae = AE(ae_title=settings.ae_title)
@@ -85,8 +114,13 @@ class StorageSCP:
                 (evt.EVT_RELEASED, registry.handle_released),
                 (evt.EVT_ABORTED, registry.handle_aborted),
                 (evt.EVT_REJECTED, registry.handle_rejected),
-                (evt.EVT_C_ECHO, handle_c_echo, [registry]),
-                (evt.EVT_C_STORE, handle_c_store, [self.context.archive, registry]),
+                (evt.EVT_REQUESTED, access.handle_association_request),
+                (evt.EVT_C_ECHO, handle_c_echo, [registry, access]),
+                (evt.EVT_C_STORE, handle_c_store, [self.context.archive, registry, access]),
+                (evt.EVT_N_ACTION, commitment.handle_n_action),
+                (evt.EVT_PDU_SENT, commitment.handle_pdu_sent),
+                (evt.EVT_C_FIND, query_retrieve.handle_c_find),
+                (evt.EVT_CONN_OPEN, query_retrieve.handle_connection_open),
             ]
             try:
                 self._server = ae.start_server(
@@ -95,9 +129,24 @@ class StorageSCP:
                     evt_handlers=handlers,
                     contexts=supported_presentation_contexts(),
                 )
+                if ssl_context is not None:
+                    self._tls_server = ae.start_server(
+                        (settings.dimse_host, settings.dimse_tls_port),
+                        block=False,
+                        evt_handlers=handlers,
+                        contexts=supported_presentation_contexts(),
+                        ssl_context=ssl_context,
+                    )
             except BaseException:
+                if self._server is not None:
+                    self._server.shutdown()
+                    self._server = None
                 self._restore_tempdir()
                 raise
+            self.commitment = commitment
+            self.forwarder = forwarder
+            if forwarder is not None:
+                forwarder.start()
             logger.info(
                 "DIMSE gateway %s listening on %s:%d (at most %d associations)",
                 settings.ae_title,
@@ -105,6 +154,15 @@ class StorageSCP:
                 self.port,
                 settings.dimse_max_associations,
             )
+            if self.tls_port is not None:
+                logger.info(
+                    "DICOM TLS listening on %s:%d (%s)",
+                    settings.dimse_host,
+                    self.tls_port,
+                    "client certificates required"
+                    if settings.dimse_tls_ca_file
+                    else "no client certificates",
+                )
 
     def stop(self) -> None:
         """Stop listening and end every association.
@@ -118,17 +176,24 @@ class StorageSCP:
             server = self._server
             if server is None:
                 return
-            self._server = None
-            server.shutdown()
+            servers = [server] if self._tls_server is None else [server, self._tls_server]
+            self._server = self._tls_server = None
+            for listener in servers:
+                listener.shutdown()
             # Only established associations can have a handler running. A connection
             # still waiting for its A-ASSOCIATE-RQ (a port probe, say) keeps its thread
             # until the ACSE timeout but stores nothing, so stop() does not wait for it.
-            established = [item for item in server.active_associations if item.is_established]
+            established = [item for listener in servers for item in listener.active_associations]
+            established = [item for item in established if item.is_established]
             _join_all(established, STOP_GRACE_PERIOD_S)
-            remaining = [item for item in server.active_associations if item.is_established]
+            remaining = [item for item in established if item.is_established]
             for association in remaining:
                 association.abort()
             _join_all(remaining, STOP_GRACE_PERIOD_S)
+            if self.commitment is not None:
+                self.commitment.stop()
+            if self.forwarder is not None:
+                self.forwarder.stop()
             self._restore_tempdir()
             logger.info(
                 "DIMSE gateway stopped; %d association(s) aborted at shutdown", len(remaining)

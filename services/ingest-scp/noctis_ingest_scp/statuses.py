@@ -19,6 +19,9 @@ DUPLICATE_SOP_INSTANCE = int(FailureReason.DUPLICATE_SOP_INSTANCE)
 OUT_OF_RESOURCES = int(FailureReason.OUT_OF_RESOURCES)
 DATASET_DOES_NOT_MATCH_SOP_CLASS = int(FailureReason.DATASET_DOES_NOT_MATCH_SOP_CLASS)
 CANNOT_UNDERSTAND = int(FailureReason.CANNOT_UNDERSTAND)
+# Refused: Not Authorized, a general status of PS3.7 Annex C. The SCP returns it when the
+# peer list does not give the calling AE title the permission for the operation.
+NOT_AUTHORIZED = 0x0124
 
 # Error Comment (0000,0902) has VR LO: at most 64 characters of the default
 # repertoire, without backslash or control characters (PS3.5 6.2).

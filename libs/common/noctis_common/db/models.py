@@ -182,3 +182,36 @@ class OutboxEvent(Base):
     payload_json: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ForwardJob(Base):
+    """One stored instance waiting to be forwarded by C-STORE to one remote AE.
+
+    A job is deleted once the destination has acknowledged the instance. A job that
+    failed ``forward_max_attempts`` times, or failed in a way no retry can fix, stays
+    with ``status`` ``failed`` and the last error, for an operator to inspect.
+    """
+
+    __tablename__ = "forward_job"
+    __table_args__ = (
+        UniqueConstraint("event_id", "destination_ae_title"),
+        Index("ix_forward_job_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    # The outbox event that created the job; a re-published event adds no second job.
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    destination_ae_title: Mapped[str] = mapped_column(SHORT_STRING)
+    rule_name: Mapped[str] = mapped_column(LONG_STRING, default="")
+    study_instance_uid: Mapped[str] = mapped_column(UID)
+    series_instance_uid: Mapped[str] = mapped_column(UID)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utc_now, onupdate=utc_now
+    )
