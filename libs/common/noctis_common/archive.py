@@ -10,8 +10,8 @@ returns only after
 
 If either step fails, the caller gets :class:`StoreFailedError` and the object is removed
 again, so nothing half-written is visible. Readers find objects only through committed
-index rows. A crash between steps 1 and 2 leaves an unreferenced object; before step 1
-the archive writes an intent marker naming the key into its spool folder, and
+index rows. A crash between steps 1 and 2 leaves an unreferenced object. So before step
+1 the archive writes an intent marker naming the key into its spool folder, and
 :meth:`Archive.recover` deletes such objects when the process that wrote them is gone.
 
 Duplicate policy: the first stored copy of a SOP Instance UID is kept. A later object
@@ -526,7 +526,8 @@ class Archive:
             update(Series)
             .where(Series.id == series.id)
             .values(
-                number_of_series_related_instances=Series.number_of_series_related_instances + 1
+                number_of_series_related_instances=Series.number_of_series_related_instances + 1,
+                revision=Series.revision + 1,
             )
         )
         study_changes: dict[str, Any] = {
