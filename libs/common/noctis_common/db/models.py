@@ -87,7 +87,7 @@ class Study(Base):
     timezone_offset_from_utc: Mapped[str] = mapped_column(SHORT_STRING, default="")
     specific_character_set: Mapped[str] = mapped_column(String(160), default="")
 
-    # Maintained by the archive in the same transaction that adds an instance.
+    # Maintained in the same transaction that adds or deletes an instance.
     modalities_in_study: Mapped[str] = mapped_column(String(160), default="")
     number_of_study_related_series: Mapped[int] = mapped_column(Integer, default=0)
     number_of_study_related_instances: Mapped[int] = mapped_column(Integer, default=0)
@@ -123,6 +123,9 @@ class Series(Base):
     specific_character_set: Mapped[str] = mapped_column(String(160), default="")
 
     number_of_series_related_instances: Mapped[int] = mapped_column(Integer, default=0)
+    # Incremented by every transaction that adds or removes an instance of the series;
+    # the cached series metadata and the metadata ETag are tied to it.
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(
@@ -210,6 +213,47 @@ class ForwardJob(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utc_now, onupdate=utc_now
+    )
+
+
+class SeriesMetadata(Base):
+    """The DICOM JSON of all instances of a series, cached for Retrieve Metadata.
+
+    ``metadata_json`` is the instances' JSON objects joined by commas, without the
+    enclosing brackets, with each BulkDataURI relative to the series (see
+    :mod:`noctis_wado.metadata`). The row is valid while ``revision`` equals the
+    series' revision; readers rebuild it otherwise.
+    """
+
+    __tablename__ = "series_metadata"
+
+    series_fk: Mapped[int] = mapped_column(
+        ForeignKey("series.id", ondelete="CASCADE"), primary_key=True
+    )
+    revision: Mapped[int] = mapped_column(Integer)
+    metadata_json: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utc_now, onupdate=utc_now
+    )
+
+
+class OrphanObject(Base):
+    """An object whose index rows were deleted but whose deletion from the store failed.
+
+    The deletion sweep retries each row until the object is gone; a key that an
+    instance row references again (the same instance stored anew) is dropped from the
+    list without deleting the object.
+    """
+
+    __tablename__ = "orphan_object"
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    object_key: Mapped[str] = mapped_column(String(255), unique=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(
