@@ -153,11 +153,15 @@ def context(settings: Settings) -> Iterator[ArchiveContext]:
 def client(context: ArchiveContext) -> Iterator[TestClient]:
     """A test client for QIDO-RS, WADO-RS and STOW-RS over ``context``."""
     from noctis_qido.routes import router as qido_router
+    from noctis_stow.delete import router as delete_router
     from noctis_stow.routes import router as stow_router
     from noctis_wado.routes import router as wado_router
 
     app = create_app(
-        "Noctis test", [qido_router, wado_router, stow_router], context.settings, context
+        "Noctis test",
+        [qido_router, wado_router, stow_router, delete_router],
+        context.settings,
+        context,
     )
     with TestClient(app) as test_client:
         yield test_client

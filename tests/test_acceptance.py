@@ -94,7 +94,13 @@ STUDY_KEYWORDS = (
     "StudyDescription",
     "ReferringPhysicianName",
 )
-WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+# Every instance as stored: transfer-syntax=* alone gets Implicit VR and big endian
+# objects transcoded to Explicit VR Little Endian (PS3.18 8.7.3), so those two are named
+# with a higher quality.
+WADO_ACCEPT = ", ".join(
+    f'multipart/related; type="application/dicom"; transfer-syntax={uid}'
+    for uid in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "*; q=0.9")
+)
 QIDO_LIMIT = 1000
 BULKDATA_URI = re.compile(r'"BulkDataURI": ?"([^"]+)"')
 # Attributes that the two archives must return alike, besides the defaults of PS3.18

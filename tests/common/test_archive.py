@@ -352,3 +352,14 @@ def test_legacy_dotted_date_is_normalized(context: ArchiveContext) -> None:
     with context.database.read_session() as session:
         study = session.scalars(select(Study)).one()
     assert study.study_date == "19970424"
+
+
+def test_meta_without_preamble_is_accepted(context: ArchiveContext) -> None:
+    dataset = make_dataset()
+    path = context.archive.new_spool_path()
+    dataset.save_as(path, enforce_file_format=False)
+    assert path.read_bytes()[:2] == b"\x02\x00"
+
+    stored = context.archive.store_part10(path)
+
+    assert stored.sop_instance_uid == dataset.SOPInstanceUID

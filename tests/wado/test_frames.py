@@ -329,7 +329,7 @@ def test_compressed_frames_accept_variants(
     assert part_type == expected
 
 
-def test_compressed_frames_not_acceptable_names_offers(
+def test_undecodable_frames_not_acceptable_names_reason(
     sqlite_client: TestClient, sqlite_context: ArchiveContext, tmp_path: Path
 ) -> None:
     dataset = _encapsulated_dataset("basic offset table", [_synthetic_frame(0)])
@@ -342,7 +342,24 @@ def test_compressed_frames_not_acceptable_names_offers(
 
     assert response.status_code == 406
     detail = response.json()["detail"]
-    assert "transcoding is not supported" in detail
+    assert "cannot be transcoded to transfer syntax 1.2.840.10008.1.2.1" in detail
+    assert "request its stored transfer syntax" in detail
+
+
+def test_compressed_frames_not_acceptable_names_offers(
+    sqlite_client: TestClient, sqlite_context: ArchiveContext, tmp_path: Path
+) -> None:
+    dataset = _encapsulated_dataset("basic offset table", [_synthetic_frame(0)])
+    stored = store_dataset(sqlite_context, dataset, tmp_path)
+
+    response = sqlite_client.get(
+        _frame_url(instance_url(stored), "1"),
+        headers={"Accept": 'multipart/related; type="image/gif"'},
+    )
+
+    assert response.status_code == 406
+    detail = response.json()["detail"]
+    assert "no encoder exists here for JPEG baseline" in detail
     assert f'multipart/related; type="image/jpeg"; transfer-syntax={JPEGBaseline8Bit}' in detail
     assert (
         'multipart/related; type="application/octet-stream"; '

@@ -66,8 +66,12 @@ def _stored(shared_archive: SharedArchive, path: Path) -> StoredInstance:
 def test_shared_instance_retrieved_unchanged(shared_archive: SharedArchive, path: Path) -> None:
     client = shared_archive[0]
     stored = _stored(shared_archive, path)
+    # Named explicitly, because Implicit VR and big endian objects are otherwise transcoded.
+    accept = (
+        f'multipart/related; type="application/dicom"; transfer-syntax={stored.transfer_syntax_uid}'
+    )
 
-    response = client.get(instance_url(stored))
+    response = client.get(instance_url(stored), headers={"Accept": accept})
 
     assert response.status_code == 200
     (part,) = parse_multipart(response)

@@ -38,7 +38,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from sqlalchemy import String, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from noctis_common.db import Database
@@ -58,6 +58,8 @@ from noctis_common.uids import InvalidUIDError, instance_object_key, validate_ui
 logger = logging.getLogger(__name__)
 
 COMMIT_ATTEMPTS = 3
+# Serialization failure and deadlock: the transaction can succeed when run again.
+RETRYABLE_SQLSTATES = ("40001", "40P01")
 DATA_SET_TRAILING_PADDING = 0xFFFCFFFC
 UNDEFINED_LENGTH = 0xFFFFFFFF
 # Bytes per word of the binary VRs whose byte order follows the transfer syntax.
@@ -486,6 +488,17 @@ class Archive:
                 logger.info(
                     "retrying the index commit of instance %s after a concurrent insert",
                     record.sop_instance_uid,
+                )
+            except OperationalError as error:
+                # PostgreSQL ends one of two transactions that wait on each other, such
+                # as a store and a deletion of the same study (SQLSTATE 40P01).
+                sqlstate = getattr(error.orig, "sqlstate", None)
+                if sqlstate not in RETRYABLE_SQLSTATES or attempt == COMMIT_ATTEMPTS:
+                    raise
+                logger.info(
+                    "retrying the index commit of instance %s after SQLSTATE %s",
+                    record.sop_instance_uid,
+                    sqlstate,
                 )
         return None
 

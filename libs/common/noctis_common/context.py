@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from noctis_common.archive import Archive
 from noctis_common.db import Database
+from noctis_common.deletion import OrphanObjectSweeper
 from noctis_common.events import InProcessPublisher, OutboxRelay
+from noctis_common.metrics import INDEX_DEPTHS
 from noctis_common.settings import Settings
 from noctis_common.storage import ObjectStore, create_object_store
 
@@ -24,6 +26,8 @@ class ArchiveContext:
     archive: Archive
     publisher: InProcessPublisher
     relay: OutboxRelay
+    # Retries failed object deletions; built by create(), started by start().
+    sweeper: OrphanObjectSweeper | None = field(default=None)
 
     @classmethod
     def create(cls, settings: Settings, *, migrate: bool = True) -> ArchiveContext:
@@ -37,11 +41,18 @@ class ArchiveContext:
         relay = OutboxRelay(database, publisher, settings.outbox_poll_interval_s)
         archive = Archive(database, store, settings.spool_dir, relay)
         archive.recover()
-        return cls(settings, database, store, archive, publisher, relay)
+        INDEX_DEPTHS.track(database)
+        sweeper = OrphanObjectSweeper(database, store, settings.orphan_sweep_interval_s)
+        return cls(settings, database, store, archive, publisher, relay, sweeper)
 
     def start(self) -> None:
         self.relay.start()
+        if self.sweeper is not None:
+            self.sweeper.start()
 
     def close(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.stop()
         self.relay.stop()
+        INDEX_DEPTHS.untrack(self.database)
         self.database.dispose()

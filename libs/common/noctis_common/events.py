@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from noctis_common.db import Database
 from noctis_common.db.models import OutboxEvent
+from noctis_common.metrics import OUTBOX_EVENTS_PUBLISHED
 
 logger = logging.getLogger(__name__)
 
@@ -168,4 +169,5 @@ class OutboxRelay:
                 .values(published_at=datetime.now(UTC))
             )
             session.commit()
+        OUTBOX_EVENTS_PUBLISHED.inc(len(events))
         return len(events)

@@ -108,6 +108,22 @@ class Settings(BaseSettings):
     )
 
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
+    orphan_sweep_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds between retries of object deletions that failed, after the "
+        "first retry at start-up.",
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description=(
+            "TCP port on http_host where the standalone DIMSE gateway serves Prometheus "
+            "metrics at /metrics; 0 turns it off. Processes with an HTTP app serve "
+            "/metrics on http_port instead."
+        ),
+    )
     log_level: str = "INFO"
     log_phi: bool = Field(
         default=False, description="Log patient names and IDs; off so logs carry no PHI."

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from noctis_common.capabilities import router as capabilities_router
 from noctis_common.context import ArchiveContext
+from noctis_common.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
 from noctis_common.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -58,6 +62,59 @@ class UnhandledErrorMiddleware:
             await response(scope, receive, send)
 
 
+# Route label of requests that matched no route (404s, probes of random paths).
+UNMATCHED_ROUTE = "(unmatched)"
+# Methods counted by name; any other method a client sends is counted as "other".
+COUNTED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class RequestMetricsMiddleware:
+    """Counts and times each HTTP request by method, route template and status code.
+
+    The route label is the template the router matched (``/dicom-web/studies/{...}``),
+    never the requested path, so UIDs in paths do not create new label values. It is
+    the outermost middleware, so CORS preflights and 500s are counted too.
+
+    ``route_templates`` maps ``id(route)`` of each route of an included router to its
+    full template. FastAPI 0.165 puts the router's own route, whose path lacks the
+    include prefix, in ``scope["route"]``; routes not in the map use their own path.
+    """
+
+    def __init__(self, app: ASGIApp, route_templates: Mapping[int, str]) -> None:
+        self.app = app
+        self.route_templates = route_templates
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_code = 500  # what the client sees when the app raises before responding
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            method = str(scope.get("method", ""))
+            labels = {
+                "method": method if method in COUNTED_METHODS else "other",
+                "route": self._route_template(scope.get("route")),
+                "status": str(status_code),
+            }
+            HTTP_REQUESTS.labels(**labels).inc()
+            HTTP_REQUEST_DURATION.labels(**labels).observe(time.perf_counter() - started)
+
+    def _route_template(self, route: object) -> str:
+        if route is None:
+            return UNMATCHED_ROUTE
+        return self.route_templates.get(id(route)) or str(getattr(route, "path", UNMATCHED_ROUTE))
+
+
 def create_app(
     title: str,
     routers: Sequence[APIRouter],
@@ -93,12 +150,25 @@ def create_app(
         allow_headers=["*"],
         expose_headers=EXPOSED_HEADERS,
     )
+    route_templates: dict[int, str] = {}
+    app.add_middleware(RequestMetricsMiddleware, route_templates=route_templates)
     for router in routers:
         app.include_router(router, prefix=DICOMWEB_PREFIX)
+    app.include_router(capabilities_router, prefix=DICOMWEB_PREFIX)
+    for router in [*routers, capabilities_router]:
+        for route in router.routes:
+            route_path = getattr(route, "path", None)
+            if route_path is not None:
+                route_templates[id(route)] = DICOMWEB_PREFIX + route_path
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """Return the process's metrics in the Prometheus text exposition format."""
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -1,8 +1,8 @@
 """Run the whole archive in one process: ``python -m noctis_archive`` (``make run``).
 
 DICOMweb (QIDO-RS, WADO-RS, STOW-RS) is served on ``NOCTIS_HTTP_PORT`` under
-``/dicom-web`` and the DIMSE gateway on ``NOCTIS_DIMSE_PORT``, over one index, one
-object store and one event relay.
+``/dicom-web``, WADO-URI at ``/wado``, and the DIMSE gateway on ``NOCTIS_DIMSE_PORT``,
+over one index, one object store and one event relay.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from noctis_common.settings import Settings
 from noctis_common.web import create_app
 from noctis_ingest_scp.scp import StorageSCP
 from noctis_qido.routes import router as qido_router
+from noctis_stow.delete import router as delete_router
 from noctis_stow.routes import router as stow_router
 from noctis_wado.routes import router as wado_router
+from noctis_wado.wado_uri import router as wado_uri_router
 
 logger = logging.getLogger("noctis_archive")
 
@@ -47,7 +49,10 @@ def main() -> None:
         logger.error("cannot start the DIMSE gateway: %s", error)
         context.close()
         sys.exit(1)
-    app = create_app("Noctis", [qido_router, wado_router, stow_router], settings, context)
+    app = create_app(
+        "Noctis", [qido_router, wado_router, stow_router, delete_router], settings, context
+    )
+    app.include_router(wado_uri_router)  # WADO-URI lives at /wado, outside /dicom-web
     logger.info(
         "Noctis archive: DICOMweb at http://%s:%d/dicom-web, DIMSE AE title %s on port %d, "
         "data in %s",

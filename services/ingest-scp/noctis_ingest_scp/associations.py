@@ -26,6 +26,8 @@ from typing import Any
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 
+from noctis_common.metrics import DIMSE_ACTIVE_ASSOCIATIONS, DIMSE_ASSOCIATIONS
+
 logger = logging.getLogger(__name__)
 
 
@@ -56,6 +58,7 @@ class AssociationRegistry:
             if found is None:
                 found = AssociationRecord(peer_address=_peer_address(association))
                 self._records[association] = found
+                DIMSE_ACTIVE_ASSOCIATIONS.inc()
             return found
 
     # -- pynetdicom event handlers ------------------------------------------------------
@@ -99,31 +102,37 @@ class AssociationRegistry:
                 and not association.dul.is_alive()
             ]
         for association in ended:
-            self._finish(association, "ended by a protocol error")
+            self._finish(association, "ended by a protocol error", "aborted")
             discard_unhandled_datasets(association)
 
     def handle_released(self, event: Event) -> None:
-        self._finish(event.assoc, "released")
+        self._finish(event.assoc, "released", "released")
 
     def handle_aborted(self, event: Event) -> None:
-        self._finish(event.assoc, "aborted")
+        self._finish(event.assoc, "aborted", "aborted")
         discard_unhandled_datasets(event.assoc)
 
     def handle_rejected(self, event: Event) -> None:
-        self._finish(event.assoc, "rejected")
+        self._finish(event.assoc, "rejected", "rejected")
 
     def handle_connection_close(self, event: Event) -> None:
         # A peer's A-ABORT closes the connection before pynetdicom reports the abort.
         association = event.assoc
         aborted = association.is_aborted or association.acse.is_aborted()
-        self._finish(association, "aborted" if aborted else "closed without release")
+        if aborted:
+            self._finish(association, "aborted", "aborted")
+        else:
+            self._finish(association, "closed without release", "closed")
         discard_unhandled_datasets(association)
 
-    def _finish(self, association: Association, outcome: str) -> None:
+    def _finish(self, association: Association, outcome: str, outcome_label: str) -> None:
+        """Log and count an ended association; ``outcome_label`` is its metric label."""
         with self._lock:
             record = self._records.pop(association, None)
         if record is None:
             return  # already logged: pynetdicom may report an end more than once
+        DIMSE_ACTIVE_ASSOCIATIONS.dec()
+        DIMSE_ASSOCIATIONS.labels(outcome=outcome_label).inc()
         logger.info(
             "association from %s at %s %s: %d stored, %d already stored, %d failed, %d C-ECHO",
             association.requestor.ae_title or "(no AE title)",

@@ -19,6 +19,11 @@ from sqlalchemy.exc import IntegrityError
 
 from noctis_common.db import Database
 from noctis_common.db.models import ForwardJob, Instance
+from noctis_common.metrics import (
+    FORWARD_FAILED_ATTEMPTS,
+    FORWARD_JOBS_GIVEN_UP,
+    FORWARDED_INSTANCES,
+)
 from noctis_common.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -158,6 +163,7 @@ class ForwardQueue:
         with self.database.write_session() as session:
             session.execute(delete(ForwardJob).where(ForwardJob.id == job.id))
             session.commit()
+        FORWARDED_INSTANCES.labels(destination=job.destination_ae_title).inc()
 
     def reschedule(self, job: ClaimedJob, error: str, *, permanent: bool) -> bool:
         """Record a failed attempt; return ``True`` when the job has now failed for good.
@@ -180,7 +186,9 @@ class ForwardQueue:
                 )
             )
             session.commit()
+        FORWARD_FAILED_ATTEMPTS.labels(destination=job.destination_ae_title).inc()
         if failed:
+            FORWARD_JOBS_GIVEN_UP.labels(destination=job.destination_ae_title).inc()
             logger.error(
                 "giving up forwarding instance %s to %s after %d attempt(s): %s",
                 job.sop_instance_uid,

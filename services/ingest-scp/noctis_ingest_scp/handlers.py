@@ -7,6 +7,7 @@ No exception leaves a handler. Each failure returns a named status from
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import cast
 
@@ -15,6 +16,12 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 from noctis_common.archive import Archive, FailureReason, StoreFailedError
+from noctis_common.metrics import (
+    DIMSE_STORE_DURATION,
+    DIMSE_STORE_REQUESTS,
+    DIMSE_STORED_BYTES,
+    status_label,
+)
 from noctis_ingest_scp.associations import AssociationRegistry
 from noctis_ingest_scp.peers import Permission
 from noctis_ingest_scp.security import AccessControl, not_authorized_comment
@@ -76,6 +83,18 @@ def handle_c_store(
         Failures carry an Error Comment of at most 64 characters; the log has the full
         message.
     """
+    started = time.perf_counter()
+    status = _store_dataset(event, archive, registry, access)
+    DIMSE_STORE_DURATION.observe(time.perf_counter() - started)
+    return status
+
+
+def _store_dataset(
+    event: Event,
+    archive: Archive,
+    registry: AssociationRegistry,
+    access: AccessControl | None,
+) -> int | Dataset:
     record = registry.record(event.assoc)
     request = cast(C_STORE, event.request)
     sop_class_uid = str(request.AffectedSOPClassUID or "")
@@ -83,18 +102,23 @@ def handle_c_store(
     calling_ae_title = event.assoc.requestor.ae_title
     if access is not None and not access.is_allowed(event, Permission.STORE):
         record.failed += 1
+        _count_store_request("failed", NOT_AUTHORIZED)
         return failure_status(
             NOT_AUTHORIZED, not_authorized_comment(calling_ae_title, Permission.STORE)
         )
+    dataset_path = Path(event.dataset_path)
     try:
+        # Read before storing: store_part10 consumes the spool file.
+        file_size = dataset_path.stat().st_size
         stored = archive.store_part10(
-            Path(event.dataset_path),
+            dataset_path,
             source_ae_title=calling_ae_title,
             expected_sop_class_uid=sop_class_uid,
             expected_sop_instance_uid=sop_instance_uid,
         )
     except StoreFailedError as error:
         record.failed += 1
+        _count_store_request("failed", int(error.reason))
         level = logging.ERROR if error.reason in _ARCHIVE_SIDE_FAILURES else logging.WARNING
         logger.log(
             level,
@@ -107,6 +131,7 @@ def handle_c_store(
         return failure_status(int(error.reason), error.message)
     except Exception:
         record.failed += 1
+        _count_store_request("failed", PROCESSING_FAILURE)
         logger.exception(
             "C-STORE of SOP Instance UID %r from %s failed with an unexpected error",
             sop_instance_uid,
@@ -117,6 +142,13 @@ def handle_c_store(
         )
     if stored.duplicate:
         record.duplicates += 1
+        _count_store_request("duplicate", SUCCESS)
     else:
         record.stored += 1
+        _count_store_request("stored", SUCCESS)
+        DIMSE_STORED_BYTES.inc(file_size)
     return SUCCESS
+
+
+def _count_store_request(outcome: str, status: int) -> None:
+    DIMSE_STORE_REQUESTS.labels(outcome=outcome, status=status_label(status)).inc()

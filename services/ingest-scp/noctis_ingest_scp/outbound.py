@@ -7,10 +7,13 @@ gateway's AE title, its timeouts, and DICOM TLS for peers marked ``"tls": true``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import socket
+from collections.abc import Callable, Sequence
 
 from pynetdicom import AE
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import DimseServiceType
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext
 
@@ -18,6 +21,8 @@ from noctis_common.settings import Settings
 from noctis_common.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from noctis_ingest_scp.peers import PeerAE
 from noctis_ingest_scp.tls import client_ssl_context
+
+logger = logging.getLogger(__name__)
 
 
 class PeerUnavailableError(Exception):
@@ -64,6 +69,8 @@ def associate_with_peer(
         host, port, ae_title=peer.ae_title, ext_neg=list(roles) or None, tls_args=tls_args
     )
     if association.is_established:
+        _send_without_delay(association)
+        _return_responses_taken_by_reactor(association)
         return association
     if association.is_rejected:
         outcome = "rejected the association"
@@ -72,3 +79,46 @@ def associate_with_peer(
     else:
         outcome = "did not respond to the association request"
     raise PeerUnavailableError(f"{peer_description(peer)} {outcome}")
+
+
+def _send_without_delay(association: Association) -> None:
+    """Turn off Nagle's algorithm on an outbound association's socket.
+
+    Each C-STORE request is a command PDU followed by dataset PDUs. With Nagle's
+    algorithm on, a small PDU waits for the peer's delayed ACK of the previous one,
+    which adds tens of milliseconds to every instance sent.
+    """
+    transport = association.dul.socket
+    raw_socket = transport.socket if transport is not None else None
+    if raw_socket is None:
+        return
+    try:
+        raw_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as error:
+        logger.warning(
+            "could not set TCP_NODELAY towards %s: %s", association.acceptor.ae_title, error
+        )
+
+
+def _return_responses_taken_by_reactor(association: Association) -> None:
+    """Put DIMSE responses that the association's reactor thread took back in its queue.
+
+    pynetdicom 3.0 pauses the reactor while ``send_c_store`` waits for its response,
+    but the pause can take effect one loop too late. A response that arrives in that
+    window reaches the reactor, which logs "Received unexpected C-STORE service
+    message" and drops it. The sender then waits ``NOCTIS_DIMSE_TIMEOUT_S`` and aborts.
+    With fast peers this happened within a few hundred C-STOREs on loopback. Returned
+    to the queue, the response reaches ``send_c_store``, which is blocked reading it.
+
+    NOTE: this replaces ``Association._serve_request`` and reads ``dimse.msg_queue``,
+    internals of pynetdicom 3.0, which the package pins.
+    """
+    serve_request: Callable[[DimseServiceType, int], None] = association._serve_request
+
+    def serve_or_return(message: DimseServiceType, context_id: int) -> None:
+        if message.is_valid_response:
+            association.dimse.msg_queue.put((context_id, message))
+            return
+        serve_request(message, context_id)
+
+    setattr(association, "_serve_request", serve_or_return)  # noqa: B010 (a method is replaced)

@@ -28,6 +28,7 @@ from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.events import Event
 
 from noctis_common.db import Database
+from noctis_common.metrics import DIMSE_QUERY_RETRIEVE_REQUESTS, status_label
 from noctis_common.query import (
     InvalidQueryError,
     describe_tag,
@@ -188,6 +189,7 @@ def handle_c_find(
     model = model_of_sop_class(str(request.AffectedSOPClassUID)) or InformationModel.STUDY_ROOT
 
     def log_outcome(status: int, matches: int, detail: str) -> None:
+        DIMSE_QUERY_RETRIEVE_REQUESTS.labels(command="C-FIND", status=status_label(status)).inc()
         logger.info(
             "C-FIND %s from %s: %d matches, status 0x%04X%s, %.0f ms",
             model.title,

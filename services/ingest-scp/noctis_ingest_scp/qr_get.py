@@ -19,6 +19,7 @@ from noctis_common.context import ArchiveContext
 from noctis_ingest_scp.qr_retrieve import (
     RetrieveResponder,
     SubOperationCounts,
+    count_retrieve_request,
     perform_sub_operations,
     prepare_retrieve,
 )
@@ -48,6 +49,7 @@ def perform_c_get(
 
     def log_outcome(detail: str) -> None:
         status = responder.final_status
+        count_retrieve_request("C-GET", status)
         logger.info(
             "C-GET from %s: %s, %s, %.0f ms",
             calling_ae_title,

@@ -25,6 +25,7 @@ from noctis_ingest_scp.outbound import PeerUnavailableError, associate_with_peer
 from noctis_ingest_scp.qr_retrieve import (
     RetrieveResponder,
     SubOperationCounts,
+    count_retrieve_request,
     perform_sub_operations,
     prepare_retrieve,
 )
@@ -91,6 +92,7 @@ def perform_c_move(
 
     def log_outcome(detail: str) -> None:
         status = responder.final_status
+        count_retrieve_request("C-MOVE", status)
         logger.info(
             "C-MOVE from %s to %s: %s, %s, %.0f ms",
             calling_ae_title,

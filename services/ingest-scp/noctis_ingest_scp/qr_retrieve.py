@@ -32,6 +32,7 @@ from sqlalchemy import select
 
 from noctis_common.db import Database
 from noctis_common.db.models import Instance, Series, Study
+from noctis_common.metrics import DIMSE_QUERY_RETRIEVE_REQUESTS, status_label
 from noctis_common.storage import ObjectStore
 from noctis_ingest_scp.peers import Permission
 from noctis_ingest_scp.qr_identifiers import (
@@ -64,6 +65,12 @@ logger = logging.getLogger(__name__)
 # Number of ... Sub-operations (0000,1020-1023) are US values.
 MAX_SUB_OPERATIONS = 0xFFFF
 MAX_MESSAGE_ID = 0xFFFF
+
+
+def count_retrieve_request(command: str, final_status: int | None) -> None:
+    """Count a C-MOVE or C-GET request by the status of its final response."""
+    status = "none" if final_status is None else status_label(final_status)
+    DIMSE_QUERY_RETRIEVE_REQUESTS.labels(command=command, status=status).inc()
 
 
 def find_stored_instances(database: Database, request: RetrieveRequest) -> list[StoredInstance]:

@@ -32,7 +32,7 @@ from noctis_ingest_scp.qr_find import FindResponse, handle_c_find
 from noctis_ingest_scp.qr_get import perform_c_get
 from noctis_ingest_scp.qr_models import GET_SOP_CLASS_UIDS, MOVE_SOP_CLASS_UIDS
 from noctis_ingest_scp.qr_move import perform_c_move
-from noctis_ingest_scp.qr_retrieve import RetrieveResponder
+from noctis_ingest_scp.qr_retrieve import RetrieveResponder, count_retrieve_request
 from noctis_ingest_scp.qr_statuses import UNABLE_TO_PROCESS
 from noctis_ingest_scp.security import AccessControl
 
@@ -122,6 +122,8 @@ class QueryRetrieveSCP:
                 association.requestor.ae_title,
             )
             self._send_processing_failure(association, message, context)
+            command = "C-MOVE" if isinstance(message, C_MOVE) else "C-GET"
+            count_retrieve_request(command, UNABLE_TO_PROCESS)
         finally:
             association._is_paused = False
             association.dimse.cancel_req = {}

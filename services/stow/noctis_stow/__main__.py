@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from noctis_common.service import run_http_service
+from noctis_stow.delete import router as delete_router
 from noctis_stow.routes import router
 
 
 def main() -> None:
-    run_http_service("Noctis STOW-RS", [router])
+    run_http_service("Noctis STOW-RS", [router, delete_router])
 
 
 if __name__ == "__main__":

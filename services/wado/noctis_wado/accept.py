@@ -58,12 +58,15 @@ class Offer:
     transcoding. Noctis reads such a range as "the stored transfer syntax" instead,
     except where the media type itself implies decoding (``application/octet-stream``
     for compressed frames): those offers set ``default_transfer_syntax=False``.
+    ``explicit_only`` offers, such as transcodings, are selected only by a media range
+    that names their transfer syntax, never by a wildcard.
     """
 
     media_type: str
     transfer_syntax_uid: str | None = None
     multipart: bool = True
     default_transfer_syntax: bool = True
+    explicit_only: bool = False
 
     def describe(self) -> str:
         """Return the Accept value that selects this offer."""
@@ -205,6 +208,8 @@ def match_specificity(media_range: MediaRange, offer: Offer) -> int | None:
     if type_score is None:
         return None
 
+    if offer.explicit_only and offer.transfer_syntax_uid not in media_range.transfer_syntaxes:
+        return None
     if not media_range.transfer_syntaxes:
         if type_score == 3 and not offer.default_transfer_syntax:
             return None

@@ -4,7 +4,8 @@ Frames are sent as stored, one part per frame in the order requested. Native fra
 are ``application/octet-stream`` in little endian byte order. Compressed frames are
 the frame's bitstream in the media type of their transfer syntax (PS3.18 table
 8.7.3-5), or ``application/octet-stream`` with the stored transfer syntax named when
-the client asks for that. Decoding or transcoding is not supported.
+the client asks for that. Frames asked for in another form are decoded or transcoded
+in memory (see :mod:`noctis_wado.transcode`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from noctis_wado.stored_values import (
     open_stored_dataset,
     open_value,
 )
+from noctis_wado.transcode import frame_transcode_offers, transcoded_frames
 
 # Number of Frames (0028,0008) is an IS value, so it is at most 2**31 - 1.
 MAX_FRAME_NUMBER = 2**31 - 1
@@ -116,8 +118,9 @@ def select_frame_offer(
     offer = select_offer(ranges, offers)
     if offer is None:
         raise NotAcceptableError(
-            f"{resource} cannot be sent in any media type that the Accept header allows, "
-            f"because transcoding is not supported; request {describe_offers(offers)}"
+            f"{resource} cannot be sent in any media type that the Accept header allows; "
+            "no encoder exists here for JPEG baseline, JPEG lossless or HTJ2K; request "
+            f"{describe_offers(offers)}"
         )
     return offer
 
@@ -178,6 +181,22 @@ def stream_value_parts(
     )
 
 
+def _transcoded_frames_response(
+    store: ObjectStore, instance: StoredInstance, frame_numbers: Sequence[int], offer: Offer
+) -> MultipartResponse:
+    """Return the frames decoded, or encoded in the syntax of ``offer``, built in memory."""
+    target = offer.transfer_syntax_uid or EXPLICIT_VR_LITTLE_ENDIAN
+    frames = transcoded_frames(store, instance, frame_numbers, target)
+    boundary = new_boundary()
+    # Decoded frames are labelled Explicit VR Little Endian, like native frames.
+    content_type = part_content_type(offer.media_type, target)
+    return MultipartResponse(
+        content_type=multipart_content_type(offer.media_type, boundary, target),
+        part_type=content_type,
+        body=frame_multipart(boundary, ((content_type, [frame]) for frame in frames)),
+    )
+
+
 def frames_response(
     store: ObjectStore,
     instance: StoredInstance,
@@ -192,9 +211,13 @@ def frames_response(
     """
     with open_stored_dataset(store, instance) as stored:
         value = pixel_data_value(stored)
+        stored_offers = frame_offers(value, instance.transfer_syntax_uid)
+        offers = list(stored_offers)
+        if value.tag == PIXEL_DATA_PATHS[0].tag:
+            offers += frame_transcode_offers(instance.transfer_syntax_uid, value.is_encapsulated)
         offer = select_frame_offer(
             ranges,
-            frame_offers(value, instance.transfer_syntax_uid),
+            offers,
             f"frames of instance {instance.sop_instance_uid} (transfer syntax "
             f"{instance.transfer_syntax_uid})",
         )
@@ -206,6 +229,8 @@ def frames_response(
                     f"has {frame_count} frame{'s' if frame_count != 1 else ''}, numbered "
                     "from 1"
                 )
+        if offer not in stored_offers:
+            return _transcoded_frames_response(store, instance, frame_numbers, offer)
         frames = locate_frames(
             value_handle(stored, value),
             value,

@@ -55,6 +55,13 @@ def _instances_query() -> _InstanceSelect:
     )
 
 
+def check_series_in_study(
+    session: Session, study_instance_uid: str, series_instance_uid: str
+) -> None:
+    """Raise :class:`ResourceNotFoundError` unless the series exists in the study."""
+    _check_series_in_study(session, study_instance_uid, series_instance_uid)
+
+
 def _fetch(session: Session, query: _InstanceSelect) -> list[StoredInstance]:
     return [StoredInstance(*row) for row in session.execute(query).all()]
 

@@ -3,15 +3,17 @@
 Each part is the stored Part 10 file: the File Meta Information that the archive
 wrote, then the dataset bytes exactly as they were received, in the stored transfer
 syntax. Objects are streamed from the object store in chunks, so a study is never
-held in memory.
+held in memory. An instance that the client asks for in another transfer syntax, or
+that is stored in a syntax that PS3.18 8.7.3 rules out, is transcoded in memory
+(see :mod:`noctis_wado.transcode`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from noctis_common.storage import ObjectNotFoundError, ObjectStore, StorageError
-from noctis_wado.accept import MediaRange, Offer, describe_offers, select_offer
+from noctis_wado.accept import MediaRange, describe_offers, select_offer
 from noctis_wado.errors import NotAcceptableError, ResponseAbortedError, StoredObjectError
 from noctis_wado.lookup import StoredInstance
 from noctis_wado.media_types import DICOM
@@ -22,29 +24,30 @@ from noctis_wado.multipart import (
     new_boundary,
     part_content_type,
 )
+from noctis_wado.transcode import instance_offers, transcoded_instance
 
 
-def dicom_offer(transfer_syntax_uid: str) -> Offer:
-    """Return the offer of an object in its stored transfer syntax."""
-    # NOTE: without transcoding, objects stored in Implicit VR Little Endian or Explicit
-    # VR Big Endian are sent in those syntaxes, which PS3.18 8.7.3 rules out for web
-    # services.
-    return Offer(DICOM, transfer_syntax_uid)
-
-
-def check_instances_acceptable(
+def select_instance_targets(
     ranges: Sequence[MediaRange], instances: Sequence[StoredInstance], resource: str
-) -> None:
-    """Raise :class:`NotAcceptableError` unless every instance is acceptable as stored."""
-    offers = [dicom_offer(uid) for uid in dict.fromkeys(i.transfer_syntax_uid for i in instances)]
-    rejected = [offer for offer in offers if select_offer(ranges, [offer]) is None]
-    if rejected:
-        raise NotAcceptableError(
-            "the Accept header does not allow transfer syntax "
-            f"{', '.join(str(offer.transfer_syntax_uid) for offer in rejected)} of {resource}, "
-            f"and transcoding is not supported; request {describe_offers(offers)} or "
-            "transfer-syntax=*"
-        )
+) -> dict[str, str]:
+    """Return the transfer syntax to send for each stored transfer syntax of ``instances``.
+
+    Raises :class:`NotAcceptableError` when the Accept header allows no form of some
+    stored syntax, naming the forms that can be sent.
+    """
+    targets: dict[str, str] = {}
+    for stored_syntax in dict.fromkeys(i.transfer_syntax_uid for i in instances):
+        offers = instance_offers(stored_syntax)
+        offer = select_offer(ranges, offers)
+        if offer is None or offer.transfer_syntax_uid is None:
+            raise NotAcceptableError(
+                f"the Accept header allows no transfer syntax in which {resource} can be "
+                f"sent (stored syntax {stored_syntax}); no encoder exists here for JPEG "
+                f"baseline, JPEG lossless or HTJ2K; request one of {describe_offers(offers)} "
+                "or transfer-syntax=*"
+            )
+        targets[stored_syntax] = offer.transfer_syntax_uid
+    return targets
 
 
 def _stream_object(store: ObjectStore, instance: StoredInstance) -> Iterator[bytes]:
@@ -75,10 +78,26 @@ def check_object_present(store: ObjectStore, instance: StoredInstance) -> None:
         ) from error
 
 
+def _transcoded_object(
+    store: ObjectStore, instance: StoredInstance, target: str
+) -> Iterator[bytes]:
+    try:
+        yield transcoded_instance(store, instance, target)
+    except (NotAcceptableError, StoredObjectError) as error:
+        raise ResponseAbortedError(
+            f"transcoding instance {instance.sop_instance_uid} to {target} failed, so the "
+            f"response was cut off: {error.detail}"
+        ) from error
+
+
 def instances_response(
-    store: ObjectStore, instances: Sequence[StoredInstance]
+    store: ObjectStore, instances: Sequence[StoredInstance], targets: dict[str, str]
 ) -> MultipartResponse:
-    """Return the multipart response that streams ``instances`` in their stored syntax.
+    """Return the multipart response that sends each instance in its target syntax.
+
+    Instances whose target is their stored syntax are streamed from the object store.
+    The others are transcoded in memory one at a time while the body is sent, except a
+    single instance, which is transcoded first so that a failure gets a 406.
 
     The first object is checked before the response starts, so a missing object of a
     single instance gets a 500 (or a 503 when the store fails). The others are read
@@ -87,12 +106,29 @@ def instances_response(
     """
     check_object_present(store, instances[0])
     boundary = new_boundary()
-    syntaxes = {instance.transfer_syntax_uid for instance in instances}
+
+    def target_of(instance: StoredInstance) -> str:
+        return targets.get(instance.transfer_syntax_uid, instance.transfer_syntax_uid)
+
+    def content(instance: StoredInstance) -> Iterator[bytes]:
+        target = target_of(instance)
+        if target == instance.transfer_syntax_uid:
+            return _stream_object(store, instance)
+        return _transcoded_object(store, instance, target)
+
+    first_target = target_of(instances[0])
+    if len(instances) == 1 and first_target != instances[0].transfer_syntax_uid:
+        single = transcoded_instance(store, instances[0], first_target)
+        parts: Iterator[tuple[str, Iterable[bytes]]] = iter(
+            [(part_content_type(DICOM, first_target), [single])]
+        )
+    else:
+        parts = (
+            (part_content_type(DICOM, target_of(instance)), content(instance))
+            for instance in instances
+        )
+    syntaxes = {target_of(instance) for instance in instances}
     uniform_syntax = next(iter(syntaxes)) if len(syntaxes) == 1 else None
-    parts = (
-        (part_content_type(DICOM, instance.transfer_syntax_uid), _stream_object(store, instance))
-        for instance in instances
-    )
     return MultipartResponse(
         content_type=multipart_content_type(DICOM, boundary, uniform_syntax),
         part_type=part_content_type(DICOM, uniform_syntax) if uniform_syntax else None,

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response, StreamingResponse
 
 from noctis_common.web import Context, dicomweb_base_url
 from noctis_wado.accept import parse_accept
 from noctis_wado.bulkdata import bulkdata_response, parse_bulkdata_path
+from noctis_wado.errors import BadRequestError
 from noctis_wado.frames import frames_response, parse_frame_list
 from noctis_wado.lookup import (
     StoredInstance,
@@ -26,14 +27,31 @@ from noctis_wado.lookup import (
     validate_url_uid,
 )
 from noctis_wado.media_types import DICOM_JSON
-from noctis_wado.metadata import check_metadata_acceptable, stream_metadata
+from noctis_wado.metadata import (
+    cached_metadata_response,
+    check_metadata_acceptable,
+    find_series_revisions,
+    stream_metadata,
+)
 from noctis_wado.multipart import MultipartResponse
-from noctis_wado.retrieve import check_instances_acceptable, instances_response
+from noctis_wado.rendered import (
+    RenderingOptions,
+    image_instances,
+    parse_rendering_options,
+    render_instance,
+    rendered_instances_response,
+    select_rendered_type,
+    thumbnail_options,
+)
+from noctis_wado.retrieve import instances_response, select_instance_targets
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["WADO-RS"])
 
 AcceptHeader = Annotated[str | None, Header()]
+IfNoneMatchHeader = Annotated[str | None, Header()]
+AcceptEncodingHeader = Annotated[str | None, Header()]
+QueryText = Annotated[str | None, Query()]
 INSTANCE_PATH = (
     "/studies/{study_instance_uid}/series/{series_instance_uid}/instances/{sop_instance_uid}"
 )
@@ -75,9 +93,9 @@ def retrieve_study(
     study = validate_url_uid(study_instance_uid, "StudyInstanceUID")
     ranges = parse_accept(accept)
     instances = find_study_instances(context.database, study)
-    check_instances_acceptable(ranges, instances, f"study {study}")
+    targets = select_instance_targets(ranges, instances, f"study {study}")
     logger.info("retrieve study %s: %d instances to %s", study, len(instances), _client(request))
-    return _streaming(instances_response(context.store, instances))
+    return _streaming(instances_response(context.store, instances, targets))
 
 
 @router.get("/studies/{study_instance_uid}/series/{series_instance_uid}")
@@ -94,9 +112,9 @@ def retrieve_series(
     series = validate_url_uid(series_instance_uid, "SeriesInstanceUID")
     ranges = parse_accept(accept)
     instances = find_series_instances(context.database, study, series)
-    check_instances_acceptable(ranges, instances, f"series {series}")
+    targets = select_instance_targets(ranges, instances, f"series {series}")
     logger.info("retrieve series %s: %d instances to %s", series, len(instances), _client(request))
-    return _streaming(instances_response(context.store, instances))
+    return _streaming(instances_response(context.store, instances, targets))
 
 
 @router.get(INSTANCE_PATH)
@@ -112,26 +130,39 @@ def retrieve_instance(
     """Retrieve Instance: one instance as stored (PS3.18 10.4, table 10.4.1-1)."""
     ranges = parse_accept(accept)
     instance = _find_instance(context, study_instance_uid, series_instance_uid, sop_instance_uid)
-    check_instances_acceptable(ranges, [instance], f"instance {instance.sop_instance_uid}")
+    targets = select_instance_targets(ranges, [instance], f"instance {instance.sop_instance_uid}")
     logger.info("retrieve instance %s to %s", instance.sop_instance_uid, _client(request))
-    return _streaming(instances_response(context.store, [instance]))
+    return _streaming(instances_response(context.store, [instance], targets))
 
 
 @router.get("/studies/{study_instance_uid}/metadata")
 def retrieve_study_metadata(
-    *, study_instance_uid: str, request: Request, context: Context, accept: AcceptHeader = None
-) -> StreamingResponse:
-    """Retrieve Study Metadata as DICOM JSON (PS3.18 10.4, table 10.4.1-2)."""
+    *,
+    study_instance_uid: str,
+    request: Request,
+    context: Context,
+    accept: AcceptHeader = None,
+    if_none_match: IfNoneMatchHeader = None,
+    accept_encoding: AcceptEncodingHeader = None,
+) -> Response:
+    """Retrieve Study Metadata as DICOM JSON (PS3.18 10.4, table 10.4.1-2).
+
+    Served from the per-series metadata cache, with an ETag and gzip when accepted.
+    """
     study = validate_url_uid(study_instance_uid, "StudyInstanceUID")
     check_metadata_acceptable(parse_accept(accept))
-    instances = find_study_instances(context.database, study)
+    series = find_series_revisions(context.database, study)
     logger.info(
-        "retrieve metadata of study %s: %d instances to %s",
-        study,
-        len(instances),
-        _client(request),
+        "retrieve metadata of study %s: %d series to %s", study, len(series), _client(request)
     )
-    return _metadata_response(request, context, instances)
+    return cached_metadata_response(
+        context.database,
+        study,
+        series,
+        dicomweb_base_url(request, context.settings),
+        if_none_match=if_none_match,
+        accept_encoding=accept_encoding,
+    )
 
 
 @router.get("/studies/{study_instance_uid}/series/{series_instance_uid}/metadata")
@@ -142,19 +173,26 @@ def retrieve_series_metadata(
     request: Request,
     context: Context,
     accept: AcceptHeader = None,
-) -> StreamingResponse:
-    """Retrieve Series Metadata as DICOM JSON (PS3.18 10.4, table 10.4.1-2)."""
+    if_none_match: IfNoneMatchHeader = None,
+    accept_encoding: AcceptEncodingHeader = None,
+) -> Response:
+    """Retrieve Series Metadata as DICOM JSON (PS3.18 10.4, table 10.4.1-2).
+
+    Served from the per-series metadata cache, with an ETag and gzip when accepted.
+    """
     study = validate_url_uid(study_instance_uid, "StudyInstanceUID")
     series = validate_url_uid(series_instance_uid, "SeriesInstanceUID")
     check_metadata_acceptable(parse_accept(accept))
-    instances = find_series_instances(context.database, study, series)
-    logger.info(
-        "retrieve metadata of series %s: %d instances to %s",
-        series,
-        len(instances),
-        _client(request),
+    revisions = find_series_revisions(context.database, study, series)
+    logger.info("retrieve metadata of series %s to %s", series, _client(request))
+    return cached_metadata_response(
+        context.database,
+        study,
+        revisions,
+        dicomweb_base_url(request, context.settings),
+        if_none_match=if_none_match,
+        accept_encoding=accept_encoding,
     )
-    return _metadata_response(request, context, instances)
 
 
 @router.get(INSTANCE_PATH + "/metadata")
@@ -226,3 +264,251 @@ def retrieve_instance_bulkdata(
         _client(request),
     )
     return _streaming(response)
+
+
+# Rendered resources and thumbnails (PS3.18 10.4.1.1.3 and 10.4.1.1.4). The annotation
+# parameter is accepted and ignored: renderings carry no burned-in text.
+
+
+def _render_one(
+    *,
+    request: Request,
+    context: Context,
+    instance: StoredInstance,
+    accept: str | None,
+    options: RenderingOptions,
+    frame_number: int | None = None,
+) -> Response:
+    resource = f"instance {instance.sop_instance_uid}"
+    media_type = select_rendered_type(parse_accept(accept), resource)
+    content = render_instance(context.store, instance, media_type, options, frame_number)
+    logger.info(
+        "render %s%s as %s to %s",
+        resource,
+        "" if frame_number is None else f" frame {frame_number}",
+        media_type,
+        _client(request),
+    )
+    return Response(content, media_type=media_type)
+
+
+def _render_many(
+    *,
+    request: Request,
+    context: Context,
+    instances: list[StoredInstance],
+    resource: str,
+    accept: str | None,
+    options: RenderingOptions,
+) -> StreamingResponse:
+    media_type = select_rendered_type(parse_accept(accept), resource)
+    images = image_instances(context.database, instances, resource)
+    logger.info(
+        "render %s: %d instances as %s to %s", resource, len(images), media_type, _client(request)
+    )
+    return _streaming(rendered_instances_response(context.store, images, media_type, options))
+
+
+def _single_frame(frame_list: str) -> int:
+    numbers = parse_frame_list(frame_list)
+    if len(numbers) != 1:
+        raise BadRequestError(
+            f"a rendered frame resource names one frame, not {frame_list!r}; request each "
+            "frame separately"
+        )
+    return numbers[0]
+
+
+@router.get("/studies/{study_instance_uid}/rendered")
+def retrieve_rendered_study(
+    *,
+    study_instance_uid: str,
+    request: Request,
+    context: Context,
+    accept: AcceptHeader = None,
+    window: QueryText = None,
+    viewport: QueryText = None,
+    quality: QueryText = None,
+    annotation: QueryText = None,
+) -> StreamingResponse:
+    """Retrieve Rendered Study: one rendered part per image instance (PS3.18 10.4.1.1.3)."""
+    study = validate_url_uid(study_instance_uid, "StudyInstanceUID")
+    options = parse_rendering_options(window, viewport, quality)
+    instances = find_study_instances(context.database, study)
+    return _render_many(
+        request=request,
+        context=context,
+        instances=instances,
+        resource=f"study {study}",
+        accept=accept,
+        options=options,
+    )
+
+
+@router.get("/studies/{study_instance_uid}/series/{series_instance_uid}/rendered")
+def retrieve_rendered_series(
+    *,
+    study_instance_uid: str,
+    series_instance_uid: str,
+    request: Request,
+    context: Context,
+    accept: AcceptHeader = None,
+    window: QueryText = None,
+    viewport: QueryText = None,
+    quality: QueryText = None,
+    annotation: QueryText = None,
+) -> StreamingResponse:
+    """Retrieve Rendered Series: one rendered part per image instance (PS3.18 10.4.1.1.3)."""
+    study = validate_url_uid(study_instance_uid, "StudyInstanceUID")
+    series = validate_url_uid(series_instance_uid, "SeriesInstanceUID")
+    options = parse_rendering_options(window, viewport, quality)
+    instances = find_series_instances(context.database, study, series)
+    return _render_many(
+        request=request,
+        context=context,
+        instances=instances,
+        resource=f"series {series}",
+        accept=accept,
+        options=options,
+    )
+
+
+@router.get(INSTANCE_PATH + "/rendered")
+def retrieve_rendered_instance(
+    *,
+    study_instance_uid: str,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    request: Request,
+    context: Context,
+    accept: AcceptHeader = None,
+    window: QueryText = None,
+    viewport: QueryText = None,
+    quality: QueryText = None,
+    annotation: QueryText = None,
+) -> Response:
+    """Retrieve Rendered Instance: frame 1, or all frames as GIF (PS3.18 10.4.1.1.3)."""
+    options = parse_rendering_options(window, viewport, quality)
+    instance = _find_instance(context, study_instance_uid, series_instance_uid, sop_instance_uid)
+    return _render_one(
+        request=request, context=context, instance=instance, accept=accept, options=options
+    )
+
+
+@router.get(INSTANCE_PATH + "/frames/{frame_list}/rendered")
+def retrieve_rendered_frames(
+    *,
+    study_instance_uid: str,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    frame_list: str,
+    request: Request,
+    context: Context,
+    accept: AcceptHeader = None,
+    window: QueryText = None,
+    viewport: QueryText = None,
+    quality: QueryText = None,
+    annotation: QueryText = None,
+) -> Response:
+    """Retrieve Rendered Frames: one frame of an instance (PS3.18 10.4.1.1.3)."""
+    frame_number = _single_frame(frame_list)
+    options = parse_rendering_options(window, viewport, quality)
+    instance = _find_instance(context, study_instance_uid, series_instance_uid, sop_instance_uid)
+    return _render_one(
+        request=request,
+        context=context,
+        instance=instance,
+        accept=accept,
+        options=options,
+        frame_number=frame_number,
+    )
+
+
+@router.get("/studies/{study_instance_uid}/thumbnail")
+def retrieve_study_thumbnail(
+    *,
+    study_instance_uid: str,
+    request: Request,
+    context: Context,
+    accept: AcceptHeader = None,
+    viewport: QueryText = None,
+) -> Response:
+    """Retrieve Study Thumbnail: the first image instance (PS3.18 10.4.1.1.4)."""
+    study = validate_url_uid(study_instance_uid, "StudyInstanceUID")
+    options = thumbnail_options(viewport)
+    instances = find_study_instances(context.database, study)
+    first = image_instances(context.database, instances, f"study {study}")[0]
+    return _render_one(
+        request=request, context=context, instance=first, accept=accept, options=options
+    )
+
+
+@router.get("/studies/{study_instance_uid}/series/{series_instance_uid}/thumbnail")
+def retrieve_series_thumbnail(
+    *,
+    study_instance_uid: str,
+    series_instance_uid: str,
+    request: Request,
+    context: Context,
+    accept: AcceptHeader = None,
+    viewport: QueryText = None,
+) -> Response:
+    """Retrieve Series Thumbnail: the first image instance (PS3.18 10.4.1.1.4)."""
+    study = validate_url_uid(study_instance_uid, "StudyInstanceUID")
+    series = validate_url_uid(series_instance_uid, "SeriesInstanceUID")
+    options = thumbnail_options(viewport)
+    instances = find_series_instances(context.database, study, series)
+    first = image_instances(context.database, instances, f"series {series}")[0]
+    return _render_one(
+        request=request, context=context, instance=first, accept=accept, options=options
+    )
+
+
+@router.get(INSTANCE_PATH + "/thumbnail")
+def retrieve_instance_thumbnail(
+    *,
+    study_instance_uid: str,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    request: Request,
+    context: Context,
+    accept: AcceptHeader = None,
+    viewport: QueryText = None,
+) -> Response:
+    """Retrieve Instance Thumbnail: frame 1 scaled down (PS3.18 10.4.1.1.4)."""
+    options = thumbnail_options(viewport)
+    instance = _find_instance(context, study_instance_uid, series_instance_uid, sop_instance_uid)
+    return _render_one(
+        request=request,
+        context=context,
+        instance=instance,
+        accept=accept,
+        options=options,
+        frame_number=1,
+    )
+
+
+@router.get(INSTANCE_PATH + "/frames/{frame_list}/thumbnail")
+def retrieve_frame_thumbnail(
+    *,
+    study_instance_uid: str,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    frame_list: str,
+    request: Request,
+    context: Context,
+    accept: AcceptHeader = None,
+    viewport: QueryText = None,
+) -> Response:
+    """Retrieve Frame Thumbnail: one frame scaled down (PS3.18 10.4.1.1.4)."""
+    frame_number = _single_frame(frame_list)
+    options = thumbnail_options(viewport)
+    instance = _find_instance(context, study_instance_uid, series_instance_uid, sop_instance_uid)
+    return _render_one(
+        request=request,
+        context=context,
+        instance=instance,
+        accept=accept,
+        options=options,
+        frame_number=frame_number,
+    )

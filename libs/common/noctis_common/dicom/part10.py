@@ -58,6 +58,11 @@ def read_part10_header(handle: BinaryIO) -> Part10Header:
         start = PREAMBLE_LENGTH + len(PREFIX)
     elif head[: len(PREFIX)] == PREFIX:
         start = len(PREFIX)  # no preamble, a form some writers produce
+    elif head[:2] == b"\x02\x00" and head[4:6].isalpha():
+        # File Meta Information without preamble and prefix, which pydicom writes for a
+        # dataset built in memory unless told to enforce the file format (dicomweb-client
+        # sends such datasets this way).
+        start = 0
     else:
         raise Part10Error(
             "not a DICOM Part 10 file: the 'DICM' prefix is missing at byte 128; "
