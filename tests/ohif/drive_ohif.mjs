@@ -141,7 +141,9 @@ try {
   browser.on("response", (response) => {
     const entry = { method: response.request().method(), url: response.url(), status: response.status() };
     result.requests.push(entry);
-    if (response.status() >= 400) result.failedResponses.push(entry);
+    if (response.status() >= 400) {
+      result.failedResponses.push({ ...entry, accept: response.request().headers()["accept"] ?? "" });
+    }
   });
   browser.on("requestfailed", (request) => {
     if (!isLoopback(request.url())) return;

@@ -101,10 +101,9 @@ def app_config(dicomweb_url: str) -> str:
                     "supportsFuzzyMatching": True,
                     "supportsWildcard": True,
                     "imageRendering": "wadors",
-                    # NOTE: OHIF's own default, "thumbnail", requests
-                    # .../instances/{uid}/thumbnail?accept=image/jpeg, which returns 404 until
-                    # the archive serves thumbnails. "wadors" draws them from frames instead.
-                    "thumbnailRendering": "wadors",
+                    # OHIF's default: the study browser requests
+                    # .../instances/{uid}/thumbnail?accept=image/jpeg (PS3.18 10.4.1.1.4).
+                    "thumbnailRendering": "thumbnail",
                     "enableStudyLazyLoad": True,
                     "staticWado": False,
                     "singlepart": False,
@@ -420,6 +419,16 @@ def test_no_dicomweb_request_fails(ohif_run: OhifRun) -> None:
         and entry.get("failure") != "net::ERR_ABORTED"
     ]
     assert failed == []
+
+
+def test_study_browser_loads_server_thumbnails(ohif_run: OhifRun) -> None:
+    thumbnails = [
+        entry
+        for entry in ohif_run.result["requests"]
+        if entry["url"].startswith(ohif_run.archive_url) and "/thumbnail" in entry["url"]
+    ]
+    assert thumbnails, "OHIF requested no /thumbnail resource"
+    assert all(entry["status"] == 200 for entry in thumbnails), thumbnails
 
 
 def test_no_request_leaves_loopback(ohif_run: OhifRun) -> None:

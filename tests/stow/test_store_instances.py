@@ -8,6 +8,7 @@ from xml.etree import ElementTree
 
 import pytest
 from fastapi.testclient import TestClient
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from noctis_common.archive import FailureReason
@@ -386,8 +387,11 @@ def test_invalid_dicom_part_fails_alone(client: TestClient, context: ArchiveCont
 
 def test_raw_dataset_failure_names_its_uid(client: TestClient, context: ArchiveContext) -> None:
     dataset = make_dataset()
+    # Only the data elements: no preamble, no prefix and no File Meta Information.
+    bare = Dataset()
+    bare.update(dataset)
     raw_dataset = io.BytesIO()
-    dataset.save_as(raw_dataset, implicit_vr=False, little_endian=True)
+    bare.save_as(raw_dataset, implicit_vr=False, little_endian=True)
 
     response = post(client, multipart_body([Part(raw_dataset.getvalue())]))
 

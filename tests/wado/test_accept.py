@@ -14,6 +14,8 @@ from tests.wado.helpers import instance_url, parse_multipart, store_file
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+# A transfer syntax that Noctis never encodes, so a request naming it alone gets 406.
+MPEG2_MAIN_PROFILE = "1.2.840.10008.1.2.4.100"
 DICOM_TYPE = 'multipart/related; type="application/dicom"'
 
 
@@ -91,14 +93,14 @@ RETRIEVE_ACCEPT_CASES = [
     (f"{DICOM_TYPE}; transfer-syntax=*", 200),
     (f"{DICOM_TYPE}; transfer-syntax={EXPLICIT}", 200),
     (f'{DICOM_TYPE}; transfer-syntax="{EXPLICIT}"', 200),
-    (f"{DICOM_TYPE}; transfer-syntax={JPEG_BASELINE}", 406),
-    (f"{DICOM_TYPE}; transfer-syntax={JPEG_BASELINE}; transfer-syntax={EXPLICIT}", 200),
-    (f"{DICOM_TYPE}; transfer-syntax={JPEG_BASELINE}, {EXPLICIT}", 200),
-    (f'multipart/related; type="application/dicom; transfer-syntax={JPEG_BASELINE}"', 406),
+    (f"{DICOM_TYPE}; transfer-syntax={MPEG2_MAIN_PROFILE}", 406),
+    (f"{DICOM_TYPE}; transfer-syntax={MPEG2_MAIN_PROFILE}; transfer-syntax={EXPLICIT}", 200),
+    (f"{DICOM_TYPE}; transfer-syntax={MPEG2_MAIN_PROFILE}, {EXPLICIT}", 200),
+    (f'multipart/related; type="application/dicom; transfer-syntax={MPEG2_MAIN_PROFILE}"', 406),
     ("application/dicom", 200),
     (f"{DICOM_TYPE}; q=0", 406),
     (f"{DICOM_TYPE}; q=0, */*", 406),
-    (f"{DICOM_TYPE}; transfer-syntax={JPEG_BASELINE}, {DICOM_TYPE}; q=0.1", 200),
+    (f"{DICOM_TYPE}; transfer-syntax={MPEG2_MAIN_PROFILE}, {DICOM_TYPE}; q=0.1", 200),
     ("text/html, application/xhtml+xml, */*;q=0.8", 200),
     ("application/dicom+json", 406),
     ('multipart/related; type="application/octet-stream"', 406),

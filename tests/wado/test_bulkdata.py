@@ -150,3 +150,64 @@ def test_bulkdata_accept_not_acceptable(
         'multipart/related; type="application/octet-stream"; '
         "transfer-syntax=1.2.840.10008.1.2.1" in response.json()["detail"]
     )
+
+
+@pytest.mark.parametrize(
+    ("range_header", "first", "last"),
+    [
+        ("bytes=10-19", 10, 19),
+        ("bytes=3000-", 3000, 3071),
+        ("bytes=-16", 3056, 3071),
+        ("bytes=100-999999", 100, 3071),
+    ],
+)
+def test_byte_range_sends_slice(
+    *,
+    sqlite_client: TestClient,
+    sqlite_context: ArchiveContext,
+    tmp_path: Path,
+    range_header: str,
+    first: int,
+    last: int,
+) -> None:
+    dataset = make_dataset(rows=32, columns=48)
+    stored = store_dataset(sqlite_context, dataset, tmp_path)
+
+    response = sqlite_client.get(
+        f"{instance_url(stored)}/bulkdata/7FE00010", headers={"Range": range_header}
+    )
+
+    assert response.status_code == 206
+    assert response.headers["content-range"] == f"bytes {first}-{last}/3072"
+    (part,) = parse_multipart(response)
+    assert part.content == dataset.PixelData[first : last + 1]
+
+
+@pytest.mark.parametrize("range_header", ["bytes=0-1,5-6", "items=0-1", "bytes=9-2"])
+def test_unsupported_range_sends_whole_value(
+    sqlite_client: TestClient, sqlite_context: ArchiveContext, tmp_path: Path, range_header: str
+) -> None:
+    dataset = make_dataset()
+    stored = store_dataset(sqlite_context, dataset, tmp_path)
+
+    response = sqlite_client.get(
+        f"{instance_url(stored)}/bulkdata/7FE00010", headers={"Range": range_header}
+    )
+
+    assert response.status_code == 200
+    (part,) = parse_multipart(response)
+    assert part.content == dataset.PixelData
+
+
+def test_range_past_end_not_satisfiable(
+    sqlite_client: TestClient, sqlite_context: ArchiveContext, tmp_path: Path
+) -> None:
+    stored = store_dataset(sqlite_context, make_dataset(), tmp_path)
+
+    response = sqlite_client.get(
+        f"{instance_url(stored)}/bulkdata/7FE00010", headers={"Range": "bytes=99999-"}
+    )
+
+    assert response.status_code == 416
+    assert response.headers["content-range"] == "bytes */512"
+    assert "starts past the end" in response.json()["detail"]

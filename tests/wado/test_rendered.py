@@ -309,6 +309,21 @@ def test_thumbnail_fits_default_size(
         assert image.shape == (32, 128), url
 
 
+def test_accept_query_parameter_overrides_header(
+    sqlite_client: TestClient, sqlite_context: ArchiveContext, tmp_path: Path
+) -> None:
+    # OHIF's default thumbnail request: the accept query parameter (PS3.18 8.3.3.1) is used.
+    stored = _store(sqlite_context, _grayscale(_ramp()), tmp_path)
+
+    response = sqlite_client.get(
+        f"{instance_url(stored)}/thumbnail?accept=image/jpeg",
+        headers={"Accept": 'multipart/related; type="application/octet-stream"'},
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/jpeg"
+
+
 def test_study_rendered_part_per_image(
     sqlite_client: TestClient, sqlite_context: ArchiveContext, tmp_path: Path
 ) -> None:

@@ -195,7 +195,7 @@ def test_retrieve_other_syntax_not_acceptable(
         study_url(stored),
         headers={
             "Accept": 'multipart/related; type="application/dicom"; '
-            "transfer-syntax=1.2.840.10008.1.2.4.50"
+            "transfer-syntax=1.2.840.10008.1.2.4.100"
         },
     )
 

@@ -149,7 +149,7 @@ def test_frame_number_selects_frame(uri_client: TestClient, sqlite_context: Arch
         ({"region": "0.5,0,0.2,1"}, 400, "left below right"),
         ({"contentType": "text/html"}, 406, "names no supported media type"),
         (
-            {"contentType": "application/dicom", "transferSyntax": "1.2.840.10008.1.2.4.50"},
+            {"contentType": "application/dicom", "transferSyntax": "1.2.840.10008.1.2.4.100"},
             406,
             "cannot be sent in transfer syntax",
         ),

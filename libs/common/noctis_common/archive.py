@@ -49,6 +49,7 @@ from noctis_common.dicom.attributes import (
     person_name_search_form,
     time_key,
 )
+from noctis_common.dicom.frame_index import FrameLayout, frame_index_row, locate_frame_layout
 from noctis_common.dicom.json_model import BULK_DATA_THRESHOLD_BYTES, dataset_to_json
 from noctis_common.dicom.part10 import Part10Error, read_part10_header, write_part10
 from noctis_common.events import INSTANCE_STORED, OutboxRelay, add_event
@@ -276,6 +277,7 @@ class Archive:
             existing = self._check_duplicate(record, written.dataset_sha256, dataset)
             if existing is not None:
                 return existing
+            frame_layout = locate_frame_layout(spool_copy, transfer_syntax_uid)
 
             key = instance_object_key(
                 record.study_instance_uid,
@@ -290,6 +292,7 @@ class Archive:
                 spool_copy = None
                 duplicate = self._commit(
                     record,
+                    frame_layout,
                     object_key=key,
                     object_size=written.size,
                     dataset_offset=written.dataset_offset,
@@ -462,7 +465,9 @@ class Archive:
                 error,
             )
 
-    def _commit(self, record: IndexRecord, **instance_values: Any) -> StoredInstance | None:
+    def _commit(
+        self, record: IndexRecord, frame_layout: FrameLayout | None, **instance_values: Any
+    ) -> StoredInstance | None:
         """Commit the index rows; return the stored copy if another writer won the race.
 
         Concurrent writers of one new study race on the unique patient, study and
@@ -472,7 +477,7 @@ class Archive:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
                 with self.database.write_session() as session:
-                    self._insert_rows(session, record, instance_values)
+                    self._insert_rows(session, record, instance_values, frame_layout)
                     session.commit()
                 return None
             except IntegrityError:
@@ -503,7 +508,11 @@ class Archive:
         return None
 
     def _insert_rows(
-        self, session: Session, record: IndexRecord, instance_values: dict[str, Any]
+        self,
+        session: Session,
+        record: IndexRecord,
+        instance_values: dict[str, Any],
+        frame_layout: FrameLayout | None = None,
     ) -> None:
         patient = self._get_or_create_patient(session, record)
         study, study_created = self._get_or_create_study(session, record, patient)
@@ -515,26 +524,27 @@ class Archive:
                 f"study than {record.study_instance_uid}",
             )
         columns = Instance.__table__.c
-        session.add(
-            Instance(
-                sop_instance_uid=record.sop_instance_uid,
-                series_fk=series.id,
-                study_fk=study.id,
-                sop_class_uid=record.sop_class_uid,
-                instance_number=record.instance_number,
-                rows=record.rows,
-                columns=record.columns,
-                bits_allocated=record.bits_allocated,
-                number_of_frames=record.number_of_frames,
-                content_date=_fit(record.content_date, columns.content_date),
-                content_time=_fit(record.content_time, columns.content_time),
-                specific_character_set=_fit(
-                    record.specific_character_set, columns.specific_character_set
-                ),
-                **instance_values,
-            )
+        instance = Instance(
+            sop_instance_uid=record.sop_instance_uid,
+            series_fk=series.id,
+            study_fk=study.id,
+            sop_class_uid=record.sop_class_uid,
+            instance_number=record.instance_number,
+            rows=record.rows,
+            columns=record.columns,
+            bits_allocated=record.bits_allocated,
+            number_of_frames=record.number_of_frames,
+            content_date=_fit(record.content_date, columns.content_date),
+            content_time=_fit(record.content_time, columns.content_time),
+            specific_character_set=_fit(
+                record.specific_character_set, columns.specific_character_set
+            ),
+            **instance_values,
         )
+        session.add(instance)
         session.flush()
+        if frame_layout is not None:
+            session.add(frame_index_row(instance.id, frame_layout))
         session.execute(
             update(Series)
             .where(Series.id == series.id)

@@ -23,7 +23,14 @@ logger = logging.getLogger(__name__)
 
 DICOMWEB_PREFIX = "/dicom-web"
 # Response headers a browser viewer must be allowed to read across origins.
-EXPOSED_HEADERS = ["Warning", "Content-Type", "Content-Length", "Content-Location", "ETag"]
+EXPOSED_HEADERS = [
+    "Warning",
+    "Content-Type",
+    "Content-Length",
+    "Content-Location",
+    "Content-Range",
+    "ETag",
+]
 
 
 class UnhandledErrorMiddleware:

@@ -29,6 +29,17 @@ class NotAcceptableError(HTTPException):
         super().__init__(status.HTTP_406_NOT_ACCEPTABLE, message)
 
 
+class RangeNotSatisfiableError(HTTPException):
+    """The requested byte range lies outside the value (416)."""
+
+    def __init__(self, message: str, value_length: int) -> None:
+        super().__init__(
+            status.HTTP_416_RANGE_NOT_SATISFIABLE,
+            message,
+            headers={"Content-Range": f"bytes */{value_length}"},
+        )
+
+
 class StoredObjectError(HTTPException):
     """The stored object of an indexed instance is missing or cannot be read (500 or 503)."""
 

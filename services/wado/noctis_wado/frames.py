@@ -6,15 +6,27 @@ the frame's bitstream in the media type of their transfer syntax (PS3.18 table
 8.7.3-5), or ``application/octet-stream`` with the stored transfer syntax named when
 the client asks for that. Frames asked for in another form are decoded or transcoded
 in memory (see :mod:`noctis_wado.transcode`).
+
+Frames of instances with a ``frame_index`` row (see
+:mod:`noctis_common.dicom.frame_index`) are read by position, without parsing the
+stored object; instances stored before the index existed are parsed.
 """
 
 from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import BinaryIO
 
+from noctis_common.db import Database
+from noctis_common.dicom.frame_index import (
+    FrameLayout,
+    load_frame_layout,
+    read_frame_layout,
+    save_frame_layout,
+)
 from noctis_common.storage import ObjectStore, StorageError
 from noctis_wado.accept import MediaRange, Offer, describe_offers, select_offer
 from noctis_wado.errors import (
@@ -43,6 +55,7 @@ from noctis_wado.stored_values import (
     ElementValue,
     StoredDataset,
     locate_element,
+    open_object,
     open_stored_dataset,
     open_value,
 )
@@ -99,7 +112,11 @@ def parse_frame_list(frame_list: str) -> list[int]:
 
 def frame_offers(value: ElementValue, transfer_syntax_uid: str) -> list[Offer]:
     """Return the forms in which the frames of ``value`` can be sent without transcoding."""
-    if not value.is_encapsulated:
+    return _stored_frame_offers(value.is_encapsulated, transfer_syntax_uid)
+
+
+def _stored_frame_offers(encapsulated: bool, transfer_syntax_uid: str) -> list[Offer]:
+    if not encapsulated:
         return [Offer(OCTET_STREAM, EXPLICIT_VR_LITTLE_ENDIAN)]
     offers = []
     media_type = compressed_media_type(transfer_syntax_uid)
@@ -119,8 +136,7 @@ def select_frame_offer(
     if offer is None:
         raise NotAcceptableError(
             f"{resource} cannot be sent in any media type that the Accept header allows; "
-            "no encoder exists here for JPEG baseline, JPEG lossless or HTJ2K; request "
-            f"{describe_offers(offers)}"
+            f"request {describe_offers(offers)}"
         )
     return offer
 
@@ -160,12 +176,21 @@ def stream_value_parts(
     contents: Sequence[tuple[str, FrameContent]],
 ) -> MultipartResponse:
     """Return a multipart response with one part per ``(description, content)`` of ``value``."""
+    return _stream_parts(lambda: open_value(store, instance, value), instance, offer, contents)
+
+
+def _stream_parts(
+    open_source: Callable[[], AbstractContextManager[BinaryIO]],
+    instance: StoredInstance,
+    offer: Offer,
+    contents: Sequence[tuple[str, FrameContent]],
+) -> MultipartResponse:
     boundary = new_boundary()
     content_type = part_content_type(offer.media_type, offer.transfer_syntax_uid)
 
     def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
         try:
-            with open_value(store, instance, value) as handle:
+            with open_source() as handle:
                 for description, content in contents:
                     yield content_type, _read_part(handle, content, instance, description)
         except (StoredObjectError, StorageError) as error:
@@ -197,38 +222,91 @@ def _transcoded_frames_response(
     )
 
 
+def _check_frame_numbers(
+    instance: StoredInstance, frame_numbers: Sequence[int], frame_count: int
+) -> None:
+    for number in frame_numbers:
+        if number > frame_count:
+            raise ResourceNotFoundError(
+                f"frame {number} is out of range: instance {instance.sop_instance_uid} "
+                f"has {frame_count} frame{'s' if frame_count != 1 else ''}, numbered "
+                "from 1"
+            )
+
+
+def _frames_resource(instance: StoredInstance) -> str:
+    return (
+        f"frames of instance {instance.sop_instance_uid} (transfer syntax "
+        f"{instance.transfer_syntax_uid})"
+    )
+
+
+def indexed_frames_response(
+    store: ObjectStore,
+    instance: StoredInstance,
+    frame_numbers: Sequence[int],
+    ranges: Sequence[MediaRange],
+    layout: FrameLayout,
+) -> MultipartResponse:
+    """Return the response that streams frames located by the instance's frame index.
+
+    The index covers Pixel Data (7FE0,0010) only, so the transcoded forms are offered
+    as in :func:`frames_response`, which this mirrors without parsing the object.
+    """
+    stored_offers = _stored_frame_offers(layout.is_encapsulated, instance.transfer_syntax_uid)
+    offers = stored_offers + frame_transcode_offers(
+        instance.transfer_syntax_uid, layout.is_encapsulated
+    )
+    offer = select_frame_offer(ranges, offers, _frames_resource(instance))
+    _check_frame_numbers(instance, frame_numbers, layout.number_of_frames)
+    if offer not in stored_offers:
+        return _transcoded_frames_response(store, instance, frame_numbers, offer)
+    contents = [
+        (f"frame {number}", FrameContent(ranges=(layout.frame_range(number),)))
+        for number in frame_numbers
+    ]
+    return _stream_parts(lambda: open_object(store, instance), instance, offer, contents)
+
+
+def _fill_frame_index(database: Database, instance: StoredInstance, handle: BinaryIO) -> None:
+    # NOTE: a layout that is not indexed (frames of several fragments, say) is looked
+    # for again on every request, which costs one more parse of the element headers.
+    layout = read_frame_layout(handle, instance.transfer_syntax_uid)
+    if layout is not None:
+        save_frame_layout(database, instance.id, layout)
+
+
 def frames_response(
     store: ObjectStore,
     instance: StoredInstance,
     frame_numbers: Sequence[int],
     ranges: Sequence[MediaRange],
+    database: Database | None = None,
 ) -> MultipartResponse:
     """Return the response that streams the requested frames of ``instance``.
+
+    With ``database``, the frames are read by position when the instance has a frame
+    index row. Otherwise the stored object is parsed to locate them, and the row is
+    written then, so that later requests for an instance stored before the index find it.
 
     Raises :class:`ResourceNotFoundError` for an instance without pixel data or a frame
     number above Number of Frames, and :class:`NotAcceptableError` when the frames
     cannot be sent in a media type that the Accept header allows.
     """
+    layout = None if database is None else load_frame_layout(database, instance.id)
+    if layout is not None:
+        return indexed_frames_response(store, instance, frame_numbers, ranges, layout)
     with open_stored_dataset(store, instance) as stored:
         value = pixel_data_value(stored)
         stored_offers = frame_offers(value, instance.transfer_syntax_uid)
         offers = list(stored_offers)
         if value.tag == PIXEL_DATA_PATHS[0].tag:
             offers += frame_transcode_offers(instance.transfer_syntax_uid, value.is_encapsulated)
-        offer = select_frame_offer(
-            ranges,
-            offers,
-            f"frames of instance {instance.sop_instance_uid} (transfer syntax "
-            f"{instance.transfer_syntax_uid})",
-        )
+        offer = select_frame_offer(ranges, offers, _frames_resource(instance))
         frame_count = number_of_frames(value.container)
-        for number in frame_numbers:
-            if number > frame_count:
-                raise ResourceNotFoundError(
-                    f"frame {number} is out of range: instance {instance.sop_instance_uid} "
-                    f"has {frame_count} frame{'s' if frame_count != 1 else ''}, numbered "
-                    "from 1"
-                )
+        _check_frame_numbers(instance, frame_numbers, frame_count)
+        if database is not None and stored.values_in_object:
+            _fill_frame_index(database, instance, stored.handle)
         if offer not in stored_offers:
             return _transcoded_frames_response(store, instance, frame_numbers, offer)
         frames = locate_frames(

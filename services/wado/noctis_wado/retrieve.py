@@ -42,9 +42,8 @@ def select_instance_targets(
         if offer is None or offer.transfer_syntax_uid is None:
             raise NotAcceptableError(
                 f"the Accept header allows no transfer syntax in which {resource} can be "
-                f"sent (stored syntax {stored_syntax}); no encoder exists here for JPEG "
-                f"baseline, JPEG lossless or HTJ2K; request one of {describe_offers(offers)} "
-                "or transfer-syntax=*"
+                f"sent (stored syntax {stored_syntax}); request one of "
+                f"{describe_offers(offers)} or transfer-syntax=*"
             )
         targets[stored_syntax] = offer.transfer_syntax_uid
     return targets

@@ -52,6 +52,7 @@ AcceptHeader = Annotated[str | None, Header()]
 IfNoneMatchHeader = Annotated[str | None, Header()]
 AcceptEncodingHeader = Annotated[str | None, Header()]
 QueryText = Annotated[str | None, Query()]
+AcceptQuery = Annotated[str | None, Query(alias="accept")]
 INSTANCE_PATH = (
     "/studies/{study_instance_uid}/series/{series_instance_uid}/instances/{sop_instance_uid}"
 )
@@ -229,7 +230,9 @@ def retrieve_instance_frames(
     frame_numbers = parse_frame_list(frame_list)
     ranges = parse_accept(accept)
     instance = _find_instance(context, study_instance_uid, series_instance_uid, sop_instance_uid)
-    response = frames_response(context.store, instance, frame_numbers, ranges)
+    response = frames_response(
+        context.store, instance, frame_numbers, ranges, database=context.database
+    )
     logger.info(
         "retrieve frames %s of instance %s as %s to %s",
         frame_list,
@@ -255,7 +258,9 @@ def retrieve_instance_bulkdata(
     path = parse_bulkdata_path(tag_path)
     ranges = parse_accept(accept)
     instance = _find_instance(context, study_instance_uid, series_instance_uid, sop_instance_uid)
-    response = bulkdata_response(context.store, instance, path, ranges)
+    response, byte_range = bulkdata_response(
+        context.store, instance, path, ranges, request.headers.get("range")
+    )
     logger.info(
         "retrieve bulk data %s of instance %s as %s to %s",
         path.describe(),
@@ -263,11 +268,20 @@ def retrieve_instance_bulkdata(
         response.part_type,
         _client(request),
     )
+    if byte_range is not None:
+        return StreamingResponse(
+            response.body,
+            status_code=206,
+            media_type=response.content_type,
+            headers={"Content-Range": byte_range.content_range},
+        )
     return _streaming(response)
 
 
 # Rendered resources and thumbnails (PS3.18 10.4.1.1.3 and 10.4.1.1.4). The annotation
-# parameter is accepted and ignored: renderings carry no burned-in text.
+# parameter is accepted and ignored: renderings carry no burned-in text. The accept query
+# parameter (PS3.18 8.3.3.1), when present, is used in place of the Accept header, because
+# OHIF requests .../thumbnail?accept=image/jpeg with a multipart Accept header.
 
 
 def _render_one(
@@ -326,6 +340,7 @@ def retrieve_rendered_study(
     request: Request,
     context: Context,
     accept: AcceptHeader = None,
+    accept_query: AcceptQuery = None,
     window: QueryText = None,
     viewport: QueryText = None,
     quality: QueryText = None,
@@ -340,7 +355,7 @@ def retrieve_rendered_study(
         context=context,
         instances=instances,
         resource=f"study {study}",
-        accept=accept,
+        accept=accept_query or accept,
         options=options,
     )
 
@@ -353,6 +368,7 @@ def retrieve_rendered_series(
     request: Request,
     context: Context,
     accept: AcceptHeader = None,
+    accept_query: AcceptQuery = None,
     window: QueryText = None,
     viewport: QueryText = None,
     quality: QueryText = None,
@@ -368,7 +384,7 @@ def retrieve_rendered_series(
         context=context,
         instances=instances,
         resource=f"series {series}",
-        accept=accept,
+        accept=accept_query or accept,
         options=options,
     )
 
@@ -382,6 +398,7 @@ def retrieve_rendered_instance(
     request: Request,
     context: Context,
     accept: AcceptHeader = None,
+    accept_query: AcceptQuery = None,
     window: QueryText = None,
     viewport: QueryText = None,
     quality: QueryText = None,
@@ -391,7 +408,11 @@ def retrieve_rendered_instance(
     options = parse_rendering_options(window, viewport, quality)
     instance = _find_instance(context, study_instance_uid, series_instance_uid, sop_instance_uid)
     return _render_one(
-        request=request, context=context, instance=instance, accept=accept, options=options
+        request=request,
+        context=context,
+        instance=instance,
+        accept=accept_query or accept,
+        options=options,
     )
 
 
@@ -405,6 +426,7 @@ def retrieve_rendered_frames(
     request: Request,
     context: Context,
     accept: AcceptHeader = None,
+    accept_query: AcceptQuery = None,
     window: QueryText = None,
     viewport: QueryText = None,
     quality: QueryText = None,
@@ -418,7 +440,7 @@ def retrieve_rendered_frames(
         request=request,
         context=context,
         instance=instance,
-        accept=accept,
+        accept=accept_query or accept,
         options=options,
         frame_number=frame_number,
     )
@@ -431,6 +453,7 @@ def retrieve_study_thumbnail(
     request: Request,
     context: Context,
     accept: AcceptHeader = None,
+    accept_query: AcceptQuery = None,
     viewport: QueryText = None,
 ) -> Response:
     """Retrieve Study Thumbnail: the first image instance (PS3.18 10.4.1.1.4)."""
@@ -439,7 +462,11 @@ def retrieve_study_thumbnail(
     instances = find_study_instances(context.database, study)
     first = image_instances(context.database, instances, f"study {study}")[0]
     return _render_one(
-        request=request, context=context, instance=first, accept=accept, options=options
+        request=request,
+        context=context,
+        instance=first,
+        accept=accept_query or accept,
+        options=options,
     )
 
 
@@ -451,6 +478,7 @@ def retrieve_series_thumbnail(
     request: Request,
     context: Context,
     accept: AcceptHeader = None,
+    accept_query: AcceptQuery = None,
     viewport: QueryText = None,
 ) -> Response:
     """Retrieve Series Thumbnail: the first image instance (PS3.18 10.4.1.1.4)."""
@@ -460,7 +488,11 @@ def retrieve_series_thumbnail(
     instances = find_series_instances(context.database, study, series)
     first = image_instances(context.database, instances, f"series {series}")[0]
     return _render_one(
-        request=request, context=context, instance=first, accept=accept, options=options
+        request=request,
+        context=context,
+        instance=first,
+        accept=accept_query or accept,
+        options=options,
     )
 
 
@@ -473,6 +505,7 @@ def retrieve_instance_thumbnail(
     request: Request,
     context: Context,
     accept: AcceptHeader = None,
+    accept_query: AcceptQuery = None,
     viewport: QueryText = None,
 ) -> Response:
     """Retrieve Instance Thumbnail: frame 1 scaled down (PS3.18 10.4.1.1.4)."""
@@ -482,7 +515,7 @@ def retrieve_instance_thumbnail(
         request=request,
         context=context,
         instance=instance,
-        accept=accept,
+        accept=accept_query or accept,
         options=options,
         frame_number=1,
     )
@@ -498,6 +531,7 @@ def retrieve_frame_thumbnail(
     request: Request,
     context: Context,
     accept: AcceptHeader = None,
+    accept_query: AcceptQuery = None,
     viewport: QueryText = None,
 ) -> Response:
     """Retrieve Frame Thumbnail: one frame scaled down (PS3.18 10.4.1.1.4)."""
@@ -508,7 +542,7 @@ def retrieve_frame_thumbnail(
         request=request,
         context=context,
         instance=instance,
-        accept=accept,
+        accept=accept_query or accept,
         options=options,
         frame_number=frame_number,
     )

@@ -2,9 +2,9 @@
 
 The stored object never changes: a transcoded instance is decoded and re-encoded in
 memory, one instance at a time, with pydicom's pixel data handlers and encoders.
-Encoders exist for RLE Lossless (pydicom), JPEG-LS (pyjpegls) and JPEG 2000
-(pylibjpeg-openjpeg); Deflated Explicit VR Little Endian is written by pydicom. No
-encoder exists for JPEG baseline, JPEG lossless or HTJ2K, so those are not offered.
+Encoders exist for RLE Lossless (pydicom), JPEG-LS (pyjpegls), JPEG 2000
+(pylibjpeg-openjpeg), and JPEG and HTJ2K (imagecodecs, in imagecodecs_encoders);
+Deflated Explicit VR Little Endian is written by pydicom.
 Lossy targets are offered only to a client that names their transfer syntax.
 """
 
@@ -20,11 +20,18 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.pixels.utils import pixel_array
 from pydicom.uid import (
+    HTJ2K,
     JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     JPEGLSNearLossless,
     RLELossless,
@@ -33,6 +40,7 @@ from pydicom.uid import (
 from noctis_common.storage import ObjectStore
 from noctis_wado.accept import Offer
 from noctis_wado.errors import NotAcceptableError, StoredObjectError
+from noctis_wado.imagecodecs_encoders import can_encode, encode_pixel_data
 from noctis_wado.lookup import StoredInstance
 from noctis_wado.media_types import (
     DICOM,
@@ -64,8 +72,15 @@ COMPRESSED_TARGETS = (
     Target(str(JPEG2000Lossless), lossy=False),
     Target(str(JPEGLSLossless), lossy=False),
     Target(str(RLELossless), lossy=False),
+    Target(str(HTJ2KLossless), lossy=False),
+    Target(str(HTJ2KLosslessRPCL), lossy=False),
+    Target(str(JPEGLosslessSV1), lossy=False),
+    Target(str(JPEGLossless), lossy=False),
     Target(str(JPEG2000), lossy=True),
     Target(str(JPEGLSNearLossless), lossy=True),
+    Target(str(HTJ2K), lossy=True),
+    Target(str(JPEGBaseline8Bit), lossy=True),
+    Target(str(JPEGExtended12Bit), lossy=True),
 )
 # Encoder settings of the lossy targets: a compression ratio of 10 for JPEG 2000 and a
 # maximum error of 2 for near-lossless JPEG-LS.
@@ -75,7 +90,15 @@ LOSSY_METHODS = {str(JPEG2000): "ISO_15444_1", str(JPEGLSNearLossless): "ISO_144
 NEAR_LOSSLESS_ERROR = 2
 NATIVE_TARGETS = (EXPLICIT_VR_LITTLE_ENDIAN, DEFLATED)
 # Default transfer syntax of each compressed media type (PS3.18 table 8.7.3-5).
-MEDIA_TYPE_DEFAULTS = frozenset({str(JPEG2000Lossless), str(JPEGLSLossless), str(RLELossless)})
+MEDIA_TYPE_DEFAULTS = frozenset(
+    {
+        str(JPEG2000Lossless),
+        str(JPEGLSLossless),
+        str(RLELossless),
+        str(JPEGLosslessSV1),
+        str(HTJ2KLossless),
+    }
+)
 
 
 def instance_offers(stored_transfer_syntax_uid: str, has_pixel_data: bool = True) -> list[Offer]:
@@ -155,7 +178,9 @@ def transcode_dataset(dataset: Dataset, transfer_syntax_uid: str, resource: str)
             _to_little_endian(dataset)
         if dataset.file_meta.TransferSyntaxUID.is_compressed:
             dataset.decompress()
-        if str(target) in LOSSY_METHODS:
+        if can_encode(str(target)):
+            encode_pixel_data(dataset, target)
+        elif str(target) in LOSSY_METHODS:
             # NOTE: a lossy transcoding keeps the SOP Instance UID, so that the client
             # gets the instance it requested. Lossy Image Compression (0028,2110) marks it.
             dataset.compress(

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -171,6 +172,25 @@ class Instance(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
     series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class FrameIndex(Base):
+    """The positions of the frames of an instance's Pixel Data in its stored object.
+
+    Written with the instance row; see :mod:`noctis_common.dicom.frame_index`. Native
+    frames have ``frame_length``; encapsulated frames have ``frame_ranges``, packed
+    ``(position, length)`` pairs. Instances without a row are located by parsing.
+    """
+
+    __tablename__ = "frame_index"
+
+    instance_fk: Mapped[int] = mapped_column(
+        ForeignKey("instance.id", ondelete="CASCADE"), primary_key=True
+    )
+    pixel_data_offset: Mapped[int] = mapped_column(BigInteger)
+    number_of_frames: Mapped[int] = mapped_column(Integer)
+    frame_length: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    frame_ranges: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class OutboxEvent(Base):
