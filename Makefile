@@ -19,10 +19,21 @@ $(STAMP): constraints.txt requirements-dev.txt $(foreach p,$(PACKAGES),$(p)/pypr
 	$(BIN)/pip install --quiet -c constraints.txt -r requirements-dev.txt $(foreach p,$(PACKAGES),-e $(p))
 	touch $(STAMP)
 
-# Debian packages the end-to-end tests drive: dcmtk (storescu, echoscu, dcmsend).
+# What the end-to-end tests drive, installed when missing (apt-get needs root or sudo):
+# dcmtk (storescu, echoscu, dcmsend, findscu, movescu, getscu), PostgreSQL's initdb and
+# pg_ctl, Node.js for the OHIF test, then Debian's chromium with the prebuilt OHIF
+# viewer (tests/ohif/setup.sh) and Orthanc with its DICOMweb plugin
+# (tests/interop/setup_orthanc.sh).
 system-deps:
-	@command -v storescu >/dev/null && command -v dcmsend >/dev/null || { \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk; }
+	@packages=""; \
+	command -v storescu >/dev/null 2>&1 && command -v dcmsend >/dev/null 2>&1 || packages="$$packages dcmtk"; \
+	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages="$$packages postgresql"; \
+	command -v npm >/dev/null 2>&1 || packages="$$packages nodejs npm"; \
+	if [ -n "$$packages" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$packages >/dev/null; \
+	fi
+	tests/ohif/setup.sh
+	tests/interop/setup_orthanc.sh
 
 run: venv
 	$(BIN)/python -m noctis_archive
