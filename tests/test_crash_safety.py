@@ -1,6 +1,6 @@
 """The archive keeps every acknowledged instance when it is killed during a C-STORE burst.
 
-storescu sends a few hundred small instances to ``python -m noctis_archive``; the test
+storescu sends a few hundred small instances to ``python -m noctis_archive``. The test
 kills the server with SIGKILL after some acknowledgements, restarts it on the same data
 folder and checks the durability rule: every instance that storescu saw acknowledged
 with Success is indexed with a complete, byte-identical object; every index row points at an object

@@ -75,7 +75,7 @@ class MoveArchive:
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MoveArchive]:
     """One SCP over a SQLite index with the generated studies and two more.
 
-    One more study holds a CT stored in Implicit VR Little Endian, the other a CT
+    One more study contains a CT stored in Implicit VR Little Endian, the other a CT
     stored in JPEG 2000 Lossless.
     """
     folder = tmp_path_factory.mktemp("move")

@@ -15,7 +15,7 @@ index rows. A crash between steps 1 and 2 leaves an unreferenced object. So befo
 :meth:`Archive.recover` deletes such objects when the process that wrote them is gone.
 
 Duplicate policy: the first stored copy of a SOP Instance UID is kept. A later object
-with the same SOP Instance UID is answered as a success without storing anything when
+with the same SOP Instance UID gets a success status without storing anything when
 its dataset is the same (identical bytes, or equal elements in another transfer
 syntax); otherwise it is rejected with :attr:`FailureReason.DUPLICATE_SOP_INSTANCE`.
 """

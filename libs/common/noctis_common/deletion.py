@@ -3,10 +3,10 @@
 Deletion is outside the DICOM standard; PS3.18 defines no DELETE transaction. It keeps
 the archive's rule that every index row has its object and every object its row:
 
-1. One transaction removes the instance rows, updates the counts and
-   ModalitiesInStudy of what remains, removes series, study and patient rows left
-   empty, adds the ``study.deleted``, ``series.deleted`` or ``instance.deleted``
-   outbox event, and lists every object key of the removed instances in the
+1. One transaction removes the instance rows and updates the counts and
+   ModalitiesInStudy of what remains. It removes series, study and patient rows left
+   empty and adds the ``study.deleted``, ``series.deleted`` or ``instance.deleted``
+   outbox event. It also lists every object key of the removed instances in the
    ``orphan_object`` table.
 2. After the commit, each listed object is deleted and its row removed from the list.
    A key whose deletion fails stays listed, with the error, and
@@ -142,8 +142,8 @@ def _delete(database: Database, store: ObjectStore, target: _Target) -> Deletion
 def _delete_rows_with_retry(database: Database, target: _Target) -> list[str]:
     """Run the deletion transaction, retrying when a concurrent store wins a race.
 
-    On PostgreSQL a store that inserts into the study while it is being deleted can
-    end this transaction with a foreign key violation or a deadlock; a retry finds the
+    On PostgreSQL, a store that inserts into the study while it is being deleted can
+    end this transaction with a foreign key violation or a deadlock. A retry finds the
     store's committed rows and deletes them too.
     """
     for attempt in range(1, DELETE_ATTEMPTS + 1):

@@ -36,7 +36,7 @@ EXPOSED_HEADERS = [
 class UnhandledErrorMiddleware:
     """Turns an unhandled exception into a JSON 500 inside the CORS middleware.
 
-    Starlette answers unhandled errors in its outermost layer, outside CORS, so a
+    Starlette handles unhandled errors in its outermost layer, outside CORS, so a
     browser would see a CORS failure instead of the error. This middleware sits inside
     CORS so that the 500 carries CORS headers too.
     """

@@ -1,8 +1,8 @@
 """Per-association bookkeeping: socket options, counters, the summary log line, clean-up.
 
-Every accepted TCP connection gets an :class:`AssociationRecord`. The C-STORE and
-C-ECHO handlers count their outcomes in it, and when the association ends (released,
-aborted, rejected, or the connection closed) the registry logs one INFO line with the
+Every accepted TCP connection gets an :class:`AssociationRecord`, in which the C-STORE
+and C-ECHO handlers count their outcomes. When the association ends (released,
+aborted, rejected, or the connection closed), the registry logs one INFO line with the
 calling AE title, the peer address and the counts, then drops the record.
 
 pynetdicom ends an association without any of these events when its reader thread

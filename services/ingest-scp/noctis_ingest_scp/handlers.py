@@ -1,7 +1,7 @@
 """DIMSE handlers: C-ECHO (Verification, PS3.4 Annex A) and C-STORE (Storage, PS3.4 Annex B).
 
 No exception leaves a handler. Each failure returns a named status from
-:mod:`noctis_ingest_scp.statuses` with an Error Comment that says what failed.
+:mod:`noctis_ingest_scp.statuses` with an Error Comment that names what failed.
 """
 
 from __future__ import annotations

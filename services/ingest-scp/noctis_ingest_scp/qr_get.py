@@ -60,7 +60,7 @@ def perform_c_get(
 
     prepared = prepare_retrieve(association, responder, database=archive.database, access=access)
     if prepared is None:
-        log_outcome(f"refused: {responder.refusal_reason}")
+        log_outcome(f"rejected: {responder.refusal_reason}")
         return
     counts = SubOperationCounts(remaining=len(prepared.instances))
     perform_sub_operations(

@@ -104,7 +104,7 @@ def perform_c_move(
 
     prepared = prepare_retrieve(association, responder, database=archive.database, access=access)
     if prepared is None:
-        log_outcome(f"refused: {responder.refusal_reason}")
+        log_outcome(f"rejected: {responder.refusal_reason}")
         return
     destination = access.peers.get(destination_title) if destination_title else None
     if destination is None or destination.address is None:

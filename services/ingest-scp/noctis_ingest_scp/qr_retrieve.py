@@ -1,4 +1,4 @@
-"""What C-MOVE and C-GET share: the instances to send, the responses, the sub-operation loop.
+"""Code shared by C-MOVE and C-GET: instance selection, responses, the sub-operation loop.
 
 Responses follow PS3.4 C.4.2.1.5 to C.4.2.1.9 (C-MOVE) and C.4.3.1.4 to C.4.3.1.8
 (C-GET):

@@ -8,8 +8,8 @@ Two checks run at different times:
   ``NOCTIS_DIMSE_CHECK_CALLED_AE_TITLE`` is on and the called AE title is not ours. It
   is "calling-AE-title-not-recognized" when the calling AE title is not in the peer
   list and unknown peers have no permissions at all.
-* Each DIMSE handler asks :meth:`AccessControl.is_allowed` before doing the work and
-  answers 0124H Refused: Not Authorized when the peer list does not grant the
+* Each DIMSE handler calls :meth:`AccessControl.is_allowed` before doing the work and
+  returns 0124H Refused: Not Authorized when the peer list does not grant the
   operation to the calling AE title.
 
 NOTE: AE titles are not authenticated; anyone who can reach the port can claim any

@@ -1,12 +1,12 @@
 """The pixel pipeline of rendered resources: stored pixel data to 8-bit display values.
 
 It follows the grayscale and color pipelines of PS3.4 N.2, which PS3.18 8.3.5
-requires for rendered media types. Grayscale pixels pass through the Modality LUT (Rescale Slope
-and Intercept, or a Modality LUT Sequence), then a VOI window: the one the request
-gives, else the object's first Window Center and Width, else its VOI LUT, else the
-range of the frame's values. MONOCHROME1 is inverted last. Color pixels are decoded to
-RGB (YBR by pydicom's conversion, PALETTE COLOR through its lookup tables) and scaled
-to 8 bits; a window does not apply to them.
+requires for rendered media types. Grayscale pixels pass through the Modality LUT
+(Rescale Slope and Intercept, or a Modality LUT Sequence), then a VOI window. The
+window is the one the request gives, else the object's first Window Center and Width,
+else its VOI LUT, else the range of the frame's values. MONOCHROME1 is inverted last.
+Color pixels are decoded to RGB (YBR by pydicom's conversion, PALETTE COLOR through its
+lookup tables) and scaled to 8 bits. A window does not apply to them.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class Window:
 
 
 class RenderError(ValueError):
-    """The pixel data cannot be rendered; the message says why."""
+    """The pixel data cannot be rendered; the message gives the reason."""
 
 
 def apply_window(values: NDArray[np.float64], window: Window) -> NDArray[np.float64]:

@@ -264,7 +264,7 @@ class SeriesMetadata(Base):
 class OrphanObject(Base):
     """An object whose index rows were deleted but whose deletion from the store failed.
 
-    The deletion sweep retries each row until the object is gone; a key that an
+    The deletion sweep retries each row until the object is gone. A key that an
     instance row references again (the same instance stored anew) is dropped from the
     list without deleting the object.
     """

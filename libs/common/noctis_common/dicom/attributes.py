@@ -21,7 +21,7 @@ def person_name_search_form(name: str) -> str:
 def normalize_date(value: str) -> str:
     """Return a DA value as ``YYYYMMDD``, converting the retired ``YYYY.MM.DD`` form.
 
-    ACR-NEMA files and some old modalities write dates with dots; kept as they are, the
+    ACR-NEMA files and some old modalities write dates with dots. Kept as they are, the
     value would be cut to eight characters and break range matching.
     """
     text = value.strip()

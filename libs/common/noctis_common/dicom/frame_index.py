@@ -274,10 +274,10 @@ def load_frame_layout(database: Database, instance_id: int) -> FrameLayout | Non
 
 
 def save_frame_layout(database: Database, instance_id: int, frame_layout: FrameLayout) -> bool:
-    """Write the index row of an instance stored before the index; return whether it was.
+    """Write the index row of an instance stored before the index; return True on success.
 
     A row written meanwhile by another request, or an instance deleted meanwhile, makes
-    the insert fail; that is logged and the frames are parsed next time as before.
+    the insert fail. The failure is logged, and the frames are parsed again next time.
     """
     try:
         with database.write_session() as session:

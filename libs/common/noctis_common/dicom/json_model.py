@@ -109,7 +109,7 @@ def dataset_to_json(dataset: Dataset, tag_path: list[str] | None = None) -> dict
 
 def _number_from_string(text: str, vr: str) -> int | float | str | None:
     """Return a DS or IS value as a JSON number, or as its string when a number would
-    lose digits (PS3.18 F.2.3 allows a string for that); empty values become null."""
+    lose digits, which PS3.18 F.2.3 allows. Empty values become null."""
     stripped = text.strip()
     if not stripped:
         return None

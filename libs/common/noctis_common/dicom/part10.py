@@ -60,7 +60,7 @@ def read_part10_header(handle: BinaryIO) -> Part10Header:
         start = len(PREFIX)  # no preamble, a form some writers produce
     elif head[:2] == b"\x02\x00" and head[4:6].isalpha():
         # File Meta Information without preamble and prefix, which pydicom writes for a
-        # dataset built in memory unless told to enforce the file format (dicomweb-client
+        # dataset built in memory unless enforce_file_format is set (dicomweb-client
         # sends such datasets this way).
         start = 0
     else:

@@ -68,7 +68,7 @@ class S3ObjectStore:
 
     def open(self, key: str) -> BinaryIO:
         # NOTE: this reads the whole object into memory; WADO streams through
-        # iter_range instead, which never holds more than one chunk.
+        # iter_range instead, which keeps at most one chunk in memory.
         response = self._get(key)
         try:
             return io.BytesIO(cast(bytes, response.read()))
