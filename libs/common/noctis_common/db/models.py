@@ -197,7 +197,10 @@ class OutboxEvent(Base):
     """An event written in the same transaction as the index change it reports."""
 
     __tablename__ = "outbox_event"
-    __table_args__ = (Index("ix_outbox_event_unpublished", "published_at", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_event_unpublished", "published_at", "id"),
+        Index("ux_outbox_event_sequence", "sequence", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
     event_type: Mapped[str] = mapped_column(String(64))
@@ -205,6 +208,10 @@ class OutboxEvent(Base):
     payload_json: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Given by the relay in publication order; the change feed pages by it.
+    sequence: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # W3C trace context of the transaction that wrote the event.
+    traceparent: Mapped[str | None] = mapped_column(String(55), nullable=True)
 
 
 class ForwardJob(Base):
