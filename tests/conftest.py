@@ -6,7 +6,6 @@ import glob
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -19,9 +18,16 @@ from sqlalchemy import create_engine, text
 from noctis_common.context import ArchiveContext
 from noctis_common.settings import Settings
 from noctis_common.web import create_app
-from tests.support import ArchiveProcess, free_port, running_archive, wait_for_port
+from tests.servers.seaweedfs import SeaweedFS
+from tests.servers.tansu import TansuBroker
+from tests.support import ArchiveProcess, free_port, running_archive
 
 POSTGRES_SUPERUSER = "noctis"
+
+# Tests call the APIs without tokens unless they test access control: every Settings()
+# built in this process, and every archive subprocess it starts, has auth off unless the
+# test passes auth_mode itself. The access control tests in tests/auth set it explicitly.
+os.environ["NOCTIS_AUTH_MODE"] = "off"
 
 
 def _postgres_binary(name: str) -> str:
@@ -85,24 +91,18 @@ def postgres_server() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """Start moto's S3-compatible server on a free loopback port; yield host:port.
+def s3_server() -> Iterator[SeaweedFS]:
+    """Start SeaweedFS's S3 server on free loopback ports for the whole session.
 
-    No S3 server product installs from the package registries this project may use,
-    so the S3 tests run against moto's emulator, which speaks the S3 REST protocol.
+    Credentials are checked; ``s3_server.noctis_settings(bucket)`` gives the Settings
+    arguments for a bucket. Tests use buckets of their own, so they do not share objects.
     """
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = SeaweedFS()
+    server.start()
     try:
-        wait_for_port(port)
-        yield f"127.0.0.1:{port}"
+        yield server
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.close()
 
 
 @pytest.fixture
@@ -131,12 +131,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(data_dir=tmp_path / "var", database_url=database_url)
+    return Settings(data_dir=tmp_path / "var", database_url=database_url, auth_mode="off")
 
 
 @pytest.fixture
 def sqlite_settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "var")
+    return Settings(data_dir=tmp_path / "var", auth_mode="off")
 
 
 @pytest.fixture
@@ -171,3 +171,10 @@ def client(context: ArchiveContext) -> Iterator[TestClient]:
 def archive_process(tmp_path: Path) -> Iterator[ArchiveProcess]:
     """``python -m noctis_archive`` on free loopback ports with its data in ``tmp_path``."""
     yield from running_archive(tmp_path / "var")
+
+
+@pytest.fixture
+def kafka_broker() -> Iterator[TansuBroker]:
+    """A Tansu Kafka broker with memory storage on a free loopback port, for one test."""
+    with TansuBroker() as broker:
+        yield broker

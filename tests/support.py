@@ -191,6 +191,8 @@ class ArchiveProcess:
             "NOCTIS_HTTP_PORT": str(self.http_port),
             "NOCTIS_DIMSE_PORT": str(self.dimse_port),
             "NOCTIS_AE_TITLE": self.ae_title,
+            # Unauthenticated unless extra_env sets NOCTIS_AUTH_MODE: it binds loopback.
+            "NOCTIS_AUTH_MODE": "off",
             **self.extra_env,
         }
         self.log_path = self.data_dir.parent / f"archive-{self.http_port}.log"

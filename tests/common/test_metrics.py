@@ -11,11 +11,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from noctis_common.context import ArchiveContext
 from noctis_common.settings import Settings
+from noctis_common.storage import StorageError
 from noctis_common.web import create_app
-from tests.stow.bodies import content_type, dicom_body
+from tests.stow.bodies import content_type, dicom_body, part10_bytes
 from tests.support import ArchiveProcess, dataset_bytes, make_dataset, require_tool
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -152,6 +155,79 @@ def test_outbox_depth_counts_unpublished_events(client: TestClient) -> None:
     assert value(after, "noctis_forward_queue_jobs", status="pending") == 0
 
 
+def test_store_pipeline_counts_stored_instances(client: TestClient) -> None:
+    dataset = make_dataset()
+    before = parse_exposition(client.get("/metrics").text)
+
+    first = client.post(
+        "/dicom-web/studies",
+        content=dicom_body([dataset]),
+        headers={"Content-Type": content_type()},
+    )
+    again = client.post(
+        "/dicom-web/studies",
+        content=dicom_body([dataset]),
+        headers={"Content-Type": content_type()},
+    )
+    after = parse_exposition(client.get("/metrics").text)
+
+    assert first.status_code == 200
+    assert again.status_code == 200
+    for outcome in ("stored", "duplicate"):
+        assert value(after, "noctis_store_instances_total", outcome=outcome) == (
+            value(before, "noctis_store_instances_total", outcome=outcome) + 1
+        ), outcome
+        assert value(after, "noctis_store_duration_seconds_count", outcome=outcome) == (
+            value(before, "noctis_store_duration_seconds_count", outcome=outcome) + 1
+        ), outcome
+    # Only the first copy is written: File Meta Information plus the dataset.
+    stored_bytes = value(after, "noctis_stored_bytes_total") - value(
+        before, "noctis_stored_bytes_total"
+    )
+    assert stored_bytes > len(part10_bytes(dataset)) - 200
+    assert stored_bytes < 2 * len(part10_bytes(dataset))
+
+
+def test_object_store_failure_counted(
+    client: TestClient, sqlite_context: ArchiveContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_put(key: str, source: Path) -> None:
+        raise StorageError(f"failed to store object {key!r}: disk full")
+
+    monkeypatch.setattr(sqlite_context.archive.store, "put_file", failing_put)
+    before = parse_exposition(client.get("/metrics").text)
+
+    response = client.post(
+        "/dicom-web/studies",
+        content=dicom_body([make_dataset()]),
+        headers={"Content-Type": content_type()},
+    )
+    after = parse_exposition(client.get("/metrics").text)
+
+    assert response.status_code == 409
+    assert value(after, "noctis_storage_errors_total", operation="write") == (
+        value(before, "noctis_storage_errors_total", operation="write") + 1
+    )
+    assert value(after, "noctis_store_instances_total", outcome="failed") == (
+        value(before, "noctis_store_instances_total", outcome="failed") + 1
+    )
+
+
+def test_database_error_counted(client: TestClient, sqlite_context: ArchiveContext) -> None:
+    before = parse_exposition(client.get("/metrics").text)
+
+    with (
+        pytest.raises(OperationalError),
+        sqlite_context.database.read_session() as session,
+    ):
+        session.execute(text("SELECT * FROM no_such_table"))
+    after = parse_exposition(client.get("/metrics").text)
+
+    assert value(after, "noctis_database_errors_total", error="OperationalError") == (
+        value(before, "noctis_database_errors_total", error="OperationalError") + 1
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.dcmtk
 def test_archive_counts_stow_and_c_store(archive_process: ArchiveProcess, tmp_path: Path) -> None:
@@ -220,3 +296,122 @@ def test_archive_counts_stow_and_c_store(archive_process: ArchiveProcess, tmp_pa
     )
     assert value(after, "noctis_dimse_active_associations") == 0
     assert value(after, "noctis_outbox_pending_events") == 0
+    # The store pipeline counts both instances, whichever protocol brought them.
+    assert value(after, "noctis_store_instances_total", outcome="stored") == (
+        value(before, "noctis_store_instances_total", outcome="stored") + 2
+    )
+    assert value(after, "noctis_store_duration_seconds_count", outcome="stored") == (
+        value(before, "noctis_store_duration_seconds_count", outcome="stored") + 2
+    )
+    assert value(after, "noctis_stored_bytes_total") > value(
+        before, "noctis_stored_bytes_total"
+    ) + len(dataset_bytes(c_store_path))
+
+
+@pytest.mark.slow
+@pytest.mark.dcmtk
+def test_each_service_counts_after_store(tmp_path: Path) -> None:
+    from tests.scaleout.processes import ServiceProcess, dimse_gateway, run_migration_job
+
+    # One index and one data folder (so one filesystem object store) for all services.
+    shared = {
+        "NOCTIS_DATA_DIR": str(tmp_path / "shared"),
+        "NOCTIS_DATABASE_URL": f"sqlite:///{tmp_path / 'index.sqlite'}",
+        "NOCTIS_DB_MIGRATE_ON_START": "false",
+    }
+    run_migration_job(shared, tmp_path)
+    stow = ServiceProcess("stow", "noctis_stow", shared, tmp_path)
+    qido = ServiceProcess("qido", "noctis_qido", shared, tmp_path)
+    wado = ServiceProcess("wado", "noctis_wado", shared, tmp_path)
+    gateway = dimse_gateway("ingest-scp", shared, tmp_path)
+    services = [stow, qido, wado, gateway]
+    try:
+        for service in services:
+            service.start(wait=False)
+        for service in services:
+            service.wait_until_ready()
+
+        def scrape(service: ServiceProcess) -> Samples:
+            return parse_exposition(httpx.get(f"{service.url}/metrics").text)
+
+        before = {service.name: scrape(service) for service in services}
+        stow_dataset = make_dataset(modality="CT")
+        c_store_path = tmp_path / "mr.dcm"
+        make_dataset(modality="MR").save_as(c_store_path, enforce_file_format=True)
+
+        stored = httpx.post(
+            f"{stow.dicomweb_url}/studies",
+            content=dicom_body([stow_dataset]),
+            headers={"Content-Type": content_type()},
+        )
+        assert stored.status_code == 200, stored.text
+        sent = subprocess.run(
+            [
+                require_tool("storescu"),
+                "-aec",
+                gateway.ae_title,
+                "127.0.0.1",
+                str(gateway.dimse_port),
+                str(c_store_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        instance_path = (
+            f"/studies/{stow_dataset.StudyInstanceUID}/series/{stow_dataset.SeriesInstanceUID}"
+            f"/instances/{stow_dataset.SOPInstanceUID}"
+        )
+        retrieved = httpx.get(
+            f"{wado.dicomweb_url}{instance_path}",
+            headers={"Accept": 'multipart/related; type="application/dicom"'},
+        )
+        assert retrieved.status_code == 200, retrieved.text
+        searched = httpx.get(f"{qido.dicomweb_url}/studies")
+        assert searched.status_code == 200, searched.text
+        # The gateway counts the association when it has processed the release.
+        assert wait_for(
+            lambda: (
+                value(scrape(gateway), "noctis_dimse_associations_total", outcome="released")
+                == value(
+                    before[gateway.name], "noctis_dimse_associations_total", outcome="released"
+                )
+                + 1
+            )
+        )
+        after = {service.name: scrape(service) for service in services}
+    finally:
+        for service in services:
+            service.close()
+
+    def moved(service: ServiceProcess, name: str, **labels: str) -> float:
+        return value(after[service.name], name, **labels) - value(
+            before[service.name], name, **labels
+        )
+
+    for service in (stow, gateway):
+        assert moved(service, "noctis_store_instances_total", outcome="stored") == 1, service.name
+        assert moved(service, "noctis_store_duration_seconds_count", outcome="stored") == 1
+        assert moved(service, "noctis_stored_bytes_total") > 0, service.name
+    assert (
+        moved(gateway, "noctis_dimse_store_requests_total", outcome="stored", status="0x0000") == 1
+    )
+    assert (
+        moved(stow, "noctis_http_requests_total", **http_labels("POST", "/dicom-web/studies")) == 1
+    )
+    wado_route = (
+        "/dicom-web/studies/{study_instance_uid}/series/{series_instance_uid}"
+        "/instances/{sop_instance_uid}"
+    )
+    assert moved(wado, "noctis_http_requests_total", **http_labels("GET", wado_route)) == 1
+    assert (
+        moved(qido, "noctis_http_requests_total", **http_labels("GET", "/dicom-web/studies")) == 1
+    )
+    for service in (qido, wado):
+        assert moved(service, "noctis_store_instances_total", outcome="stored") == 0, service.name
+
+
+def http_labels(method: str, route: str) -> dict[str, str]:
+    return {"method": method, "route": route, "status": "200"}

@@ -1,4 +1,4 @@
-"""Object stores: the filesystem backend and the S3 backend against an S3 server."""
+"""Object stores: the filesystem backend and the S3 backend against SeaweedFS."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from noctis_common.storage import (
     ObjectStore,
     create_object_store,
 )
+from tests.servers.seaweedfs import SeaweedFS
 from tests.support import dataset_bytes, make_dataset
 
 
@@ -24,14 +25,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStor
     if request.param == "filesystem":
         yield FileSystemObjectStore(tmp_path / "objects")
         return
-    endpoint: str = request.getfixturevalue("s3_endpoint")
+    server: SeaweedFS = request.getfixturevalue("s3_server")
     settings = Settings(
-        data_dir=tmp_path,
-        storage_backend="s3",
-        s3_endpoint=endpoint,
-        s3_access_key="testing",
-        s3_secret_key="testing",
-        s3_bucket=f"noctis-{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path, **server.noctis_settings(f"noctis-{uuid.uuid4().hex[:8]}")
     )
     yield create_object_store(settings)
 
@@ -61,6 +57,35 @@ def test_iter_range_reads_a_slice(store: ObjectStore, tmp_path: Path) -> None:
 
     assert b"".join(store.iter_range("range.dcm", 1000, 5000)) == content[1000:6000]
     assert b"".join(store.iter_range("range.dcm", 2_000_000, None)) == content[2_000_000:]
+
+
+def test_iter_range_empty_cases(store: ObjectStore, tmp_path: Path) -> None:
+    store.put_file("short.dcm", _source(tmp_path, b"0123456789"))
+
+    assert b"".join(store.iter_range("short.dcm", 3, 0)) == b""
+    assert b"".join(store.iter_range("short.dcm", 10, None)) == b""
+    assert b"".join(store.iter_range("short.dcm", 25, None)) == b""
+
+
+def test_open_reads_by_position(store: ObjectStore, tmp_path: Path) -> None:
+    content = bytes(range(256)) * 4000
+    store.put_file("seek.dcm", _source(tmp_path, content))
+
+    with store.open("seek.dcm") as handle:
+        handle.seek(500_000)
+        middle = handle.read(100)
+        position = handle.tell()
+        handle.seek(-100, 2)
+        tail = handle.read(1000)
+        past_end = handle.read(10)
+        handle.seek(0)
+        whole = handle.read()
+
+    assert middle == content[500_000:500_100]
+    assert position == 500_100
+    assert tail == content[-100:]
+    assert past_end == b""
+    assert whole == content
 
 
 def test_missing_object_raises_not_found(store: ObjectStore) -> None:
@@ -98,14 +123,9 @@ def test_filesystem_leaves_no_partial_files(tmp_path: Path) -> None:
     assert names == ["b.dcm"]
 
 
-def test_archive_stores_into_s3(tmp_path: Path, s3_endpoint: str) -> None:
+def test_archive_stores_into_s3(tmp_path: Path, s3_server: SeaweedFS) -> None:
     settings = Settings(
-        data_dir=tmp_path / "var",
-        storage_backend="s3",
-        s3_endpoint=s3_endpoint,
-        s3_access_key="testing",
-        s3_secret_key="testing",
-        s3_bucket=f"noctis-{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path / "var", **s3_server.noctis_settings(f"noctis-{uuid.uuid4().hex[:8]}")
     )
     context = ArchiveContext.create(settings)
     try:

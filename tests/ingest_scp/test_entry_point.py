@@ -22,6 +22,7 @@ def test_module_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         **os.environ,
         "NOCTIS_DATA_DIR": str(tmp_path / "var"),
         "NOCTIS_DIMSE_PORT": str(port),
+        "NOCTIS_HTTP_PORT": str(free_port()),
         "NOCTIS_AE_TITLE": "GATEWAY",
     }
     log_path = tmp_path / "scp.log"

@@ -1,10 +1,13 @@
 // Drives the OHIF viewer in Debian's chromium for tests/ohif/test_ohif.py.
 //
 // Usage: node drive_ohif.mjs PLAN.json RESULT.json
-// PLAN: {viewerUrl, artifactsDir, steps: [{name, kind: "worklist" | "viewer", path,
-//        waitForText?, segmentationText?}]}
-// RESULT: {steps: [{name, bodyText, canvases, segmentationLoaded, error}], requests,
-//          failedResponses, failedRequests, blockedRequests, consoleErrors}
+// PLAN: {viewerUrl, artifactsDir, login?: {username, password}, steps: [{name,
+//        kind: "worklist" | "viewer", path, waitForText?, segmentationText?}]}
+// RESULT: {login?: {formShown, formUrl, landedAt, error}, steps: [{name, bodyText,
+//          canvases, segmentationLoaded, error}], requests: [{method, url, status,
+//          bearer}], failedResponses, failedRequests, blockedRequests, consoleErrors}
+// With plan.login, the viewer is opened once before the steps, and the login form it
+// redirects to (the archive's /auth/authorize page) is filled in and submitted.
 // Every request to a host other than 127.0.0.1 or localhost is aborted and recorded.
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -62,17 +65,56 @@ function canvasStatistics() {
   });
 }
 
+// The canvas statistics, or [] while the page is navigating: with login on, a freshly
+// loaded viewer first goes through the login redirect and back.
+async function canvasStatisticsOf(page) {
+  try {
+    return await page.evaluate(canvasStatistics);
+  } catch (error) {
+    if (String(error).includes("Execution context was destroyed")) return [];
+    throw error;
+  }
+}
+
 async function waitForPixels(page, minimumColours) {
   const deadline = Date.now() + STEP_TIMEOUT_MS;
   let statistics = [];
   while (Date.now() < deadline) {
-    statistics = await page.evaluate(canvasStatistics);
+    statistics = await canvasStatisticsOf(page);
     if (statistics.some((canvas) => canvas.distinctColours >= minimumColours)) {
       return statistics;
     }
     await page.waitForTimeout(500);
   }
   return statistics;
+}
+
+// Opens the viewer, waits for the login form it redirects to, submits the plan's
+// credentials and waits until the browser is back on the viewer.
+async function logIn(page) {
+  const outcome = { formShown: false, formUrl: "", landedAt: "" };
+  try {
+    await page.goto(plan.viewerUrl + "/", { waitUntil: "load" });
+    const password = page.locator('input[name="password"]');
+    await password.waitFor({ timeout: STEP_TIMEOUT_MS });
+    outcome.formShown = true;
+    outcome.formUrl = page.url();
+    await page.locator('input[name="username"]').fill(plan.login.username);
+    await password.fill(plan.login.password);
+    await page.locator('button[type="submit"]').click();
+    await page.waitForURL(
+      (url) => url.href.startsWith(plan.viewerUrl) && !url.pathname.startsWith("/callback"),
+      { timeout: STEP_TIMEOUT_MS },
+    );
+    await page.waitForLoadState("networkidle", { timeout: STEP_TIMEOUT_MS });
+  } catch (error) {
+    outcome.error = String(error);
+  }
+  outcome.landedAt = page.url();
+  await page
+    .screenshot({ path: join(plan.artifactsDir, "login.png") })
+    .catch((error) => (outcome.screenshotError = String(error)));
+  return outcome;
 }
 
 async function runStep(page, step) {
@@ -92,7 +134,7 @@ async function runStep(page, step) {
         await thumbnail.dblclick({ timeout: STEP_TIMEOUT_MS });
         const deadline = Date.now() + STEP_TIMEOUT_MS;
         while (Date.now() < deadline) {
-          outcome.canvases = await page.evaluate(canvasStatistics);
+          outcome.canvases = await canvasStatisticsOf(page);
           if (outcome.canvases.some((canvas) => canvas.colouredPixels > 0)) {
             outcome.segmentationLoaded = true;
             break;
@@ -139,7 +181,10 @@ try {
     return route.abort("blockedbyclient");
   });
   browser.on("response", (response) => {
-    const entry = { method: response.request().method(), url: response.url(), status: response.status() };
+    const request = response.request();
+    const entry = { method: request.method(), url: response.url(), status: response.status() };
+    // Whether the request carried a bearer token; the token itself is not recorded.
+    entry.bearer = (request.headers()["authorization"] ?? "").startsWith("Bearer ");
     result.requests.push(entry);
     if (response.status() >= 400) {
       result.failedResponses.push({ ...entry, accept: response.request().headers()["accept"] ?? "" });
@@ -153,6 +198,9 @@ try {
   page.on("console", (message) => {
     if (message.type() === "error") result.consoleErrors.push(message.text().slice(0, 500));
   });
+  if (plan.login) {
+    result.login = await logIn(page);
+  }
   for (const step of plan.steps) {
     result.steps.push(await runStep(page, step));
   }

@@ -3,6 +3,9 @@
 tests/ohif/setup.sh (run by .ci/run) installs chromium, playwright-core and the prebuilt
 OHIF viewer (@ohif/app dist/). One module fixture stores the studies, serves OHIF with an
 app-config.js that points at the archive and runs drive_ohif.mjs once over every step.
+The archive runs with authentication on (NOCTIS_AUTH_MODE=internal): OHIF logs in
+through the archive's login page (authorization code with PKCE) before the first step
+and sends the bearer token with every DICOMweb request.
 The tests below check what the driver recorded. Screenshots and the record of every request are
 left in test-artifacts/ohif/.
 """
@@ -10,8 +13,10 @@ left in test-artifacts/ohif/.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -43,6 +48,11 @@ DRIVER = OHIF_DIR / "drive_ohif.mjs"
 ARTIFACTS_DIR = REPOSITORY_ROOT / "test-artifacts" / "ohif"
 US_MULTIFRAME_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.3.1")
 DRIVER_TIMEOUT_S = 600
+OHIF_CLIENT_ID = "ohif-viewer"
+ADMIN_USERNAME = "pacsadmin"
+# The radiologist who logs in on the archive's login page in the browser.
+VIEWER_USERNAME = "reader"
+PASSWORD = "ohif test passphrase"
 
 CHROMIUM = shutil.which("chromium")
 NODE = shutil.which("node")
@@ -76,8 +86,12 @@ NEEDS_SHARED_DATA = pytest.mark.skipif(
 )
 
 
-def app_config(dicomweb_url: str) -> str:
-    """Return an app-config.js whose only data source is the archive under test."""
+def app_config(dicomweb_url: str, authority: str) -> str:
+    """Return an app-config.js whose only data source is the archive under test.
+
+    OHIF logs in at ``authority``, the archive's token service, as the public client
+    OHIF_CLIENT_ID with the authorization code grant and PKCE.
+    """
     config = {
         "routerBasename": "/",
         "extensions": [],
@@ -87,6 +101,18 @@ def app_config(dicomweb_url: str) -> str:
         "showCPUFallbackMessage": False,
         "investigationalUseDialog": {"option": "never"},
         "defaultDataSourceName": "noctis",
+        "oidc": [
+            {
+                "authority": authority,
+                "client_id": OHIF_CLIENT_ID,
+                "redirect_uri": "/callback",
+                # Not "/": OHIF routes its post-logout URI to the sign-out callback,
+                # which would take over the study list.
+                "post_logout_redirect_uri": "/logout-redirect.html",
+                "response_type": "code",
+                "scope": "openid search retrieve",
+            }
+        ],
         "dataSources": [
             {
                 "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",
@@ -148,7 +174,7 @@ class Studies:
 
 
 def store_instances(archive: ArchiveProcess, datasets: list[bytes]) -> None:
-    """Store Part 10 files with one STOW-RS request (PS3.18 10.5)."""
+    """Store Part 10 files with one STOW-RS request (PS3.18 10.5), as the administrator."""
     boundary = uuid.uuid4().hex
     body = b"".join(
         f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n"
@@ -161,10 +187,62 @@ def store_instances(archive: ArchiveProcess, datasets: list[bytes]) -> None:
         headers={
             "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
             "Accept": "application/dicom+json",
+            "Authorization": f"Bearer {administrator_token(archive)}",
         },
         timeout=60,
     )
     assert response.status_code == 200, f"STOW-RS failed: {response.status_code} {response.text}"
+
+
+def administrator_token(archive: ArchiveProcess) -> str:
+    response = httpx.post(
+        f"{archive.http_url}/auth/token",
+        data={"grant_type": "password", "username": ADMIN_USERNAME, "password": PASSWORD},
+        timeout=30,
+    )
+    assert response.status_code == 200, f"administrator login failed: {response.text}"
+    token: str = response.json()["access_token"]
+    return token
+
+
+def create_administrator(data_dir: Path) -> None:
+    """Create the first administrator with ``python -m noctis_auth create-admin``."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "noctis_auth", "create-admin", "--username", ADMIN_USERNAME],
+        input=PASSWORD,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NOCTIS_DATA_DIR": str(data_dir), "NOCTIS_AUTH_MODE": "internal"},
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, f"create-admin failed: {completed.stderr}"
+
+
+def register_viewer(archive: ArchiveProcess, viewer_url: str) -> None:
+    """Register OHIF as a public client and create the radiologist who logs in there."""
+    headers = {"Authorization": f"Bearer {administrator_token(archive)}"}
+    client = httpx.post(
+        f"{archive.http_url}/auth/admin/clients",
+        json={
+            "client_id": OHIF_CLIENT_ID,
+            "name": "OHIF Viewer",
+            "public": True,
+            "grant_types": ["authorization_code", "refresh_token"],
+            "redirect_uris": [f"{viewer_url}/callback"],
+            "post_logout_redirect_uris": [f"{viewer_url}/logout-redirect.html"],
+        },
+        headers=headers,
+        timeout=30,
+    )
+    assert client.status_code == 201, f"registering OHIF failed: {client.text}"
+    user = httpx.post(
+        f"{archive.http_url}/auth/admin/users",
+        json={"username": VIEWER_USERNAME, "password": PASSWORD, "roles": ["radiologist"]},
+        headers=headers,
+        timeout=30,
+    )
+    assert user.status_code == 201, f"creating the viewer user failed: {user.text}"
 
 
 def part10_bytes(dataset: Dataset, folder: Path) -> bytes:
@@ -285,28 +363,35 @@ def ohif_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OhifRun]:
     root = tmp_path_factory.mktemp("ohif")
     http_port = free_port()
     archive_url = f"http://127.0.0.1:{http_port}"
+    viewer_url = f"http://127.0.0.1:{free_port()}"
     ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
     for old in ARTIFACTS_DIR.glob("*.png"):
         old.unlink()
+    create_administrator(root / "var")
     for archive in running_archive(
         root / "var",
         http_port=http_port,
-        extra_env={"NOCTIS_PUBLIC_BASE_URL": archive_url},
+        extra_env={
+            "NOCTIS_PUBLIC_BASE_URL": archive_url,
+            "NOCTIS_AUTH_MODE": "internal",
+            # One login lasts the whole run, however slow the machine.
+            "NOCTIS_AUTH_ACCESS_TOKEN_LIFETIME_S": "3600",
+        },
     ):
+        register_viewer(archive, viewer_url)
         studies = store_studies(archive, root)
         handler = type(
             "NoctisViewerHandler",
             (ViewerHandler,),
-            {"app_config_js": app_config(archive.dicomweb_url).encode()},
+            {"app_config_js": app_config(archive.dicomweb_url, f"{archive_url}/auth").encode()},
         )
         server = ThreadingHTTPServer(
-            ("127.0.0.1", free_port()),
+            ("127.0.0.1", int(viewer_url.rsplit(":", 1)[1])),
             partial(handler, directory=str(OHIF_DIST)),
         )
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            viewer_url = f"http://127.0.0.1:{server.server_address[1]}"
             steps: list[dict[str, Any]] = [
                 {
                     "name": "study-list",
@@ -342,6 +427,7 @@ def ohif_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OhifRun]:
                 json.dumps(
                     {
                         "viewerUrl": viewer_url,
+                        "login": {"username": VIEWER_USERNAME, "password": PASSWORD},
                         "chromiumPath": CHROMIUM,
                         "artifactsDir": str(ARTIFACTS_DIR),
                         "steps": steps,
@@ -433,3 +519,23 @@ def test_study_browser_loads_server_thumbnails(ohif_run: OhifRun) -> None:
 
 def test_no_request_leaves_loopback(ohif_run: OhifRun) -> None:
     assert ohif_run.result["blockedRequests"] == []
+
+
+def test_login_page_leads_to_viewer(ohif_run: OhifRun) -> None:
+    login = ohif_run.result["login"]
+    assert login["formShown"], login
+    assert login["formUrl"].startswith(f"{ohif_run.archive_url}/auth/authorize?"), login
+    assert login.get("error") is None, login
+    assert not login["landedAt"].startswith(ohif_run.archive_url), login
+
+
+def test_every_dicomweb_request_carries_token(ohif_run: OhifRun) -> None:
+    dicomweb = [
+        entry
+        for entry in ohif_run.result["requests"]
+        if entry["url"].startswith(f"{ohif_run.archive_url}/dicom-web")
+        and entry["method"] != "OPTIONS"
+    ]
+    assert dicomweb, "OHIF made no DICOMweb request"
+    without_token = [entry["url"] for entry in dicomweb if not entry["bearer"]]
+    assert without_token == []

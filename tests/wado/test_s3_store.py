@@ -1,4 +1,4 @@
-"""WADO-RS over the S3 object store backend, against moto's S3 server on loopback."""
+"""WADO-RS over the S3 object store backend, against SeaweedFS's S3 server on loopback."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from noctis_common.context import ArchiveContext
 from noctis_common.settings import Settings
 from noctis_common.web import create_app
 from noctis_wado.routes import router
+from tests.servers.seaweedfs import SeaweedFS
 from tests.support import dataset_bytes
 from tests.wado.helpers import (
     instance_url,
@@ -26,15 +27,10 @@ from tests.wado.helpers import (
 
 
 @pytest.fixture
-def s3_context(tmp_path: Path, s3_endpoint: str) -> Iterator[ArchiveContext]:
+def s3_context(tmp_path: Path, s3_server: SeaweedFS) -> Iterator[ArchiveContext]:
     """An archive context over SQLite and a new bucket of the S3 server."""
     settings = Settings(
-        data_dir=tmp_path / "var",
-        storage_backend="s3",
-        s3_endpoint=s3_endpoint,
-        s3_access_key="testing",
-        s3_secret_key="testing",
-        s3_bucket=f"noctis-{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path / "var", **s3_server.noctis_settings(f"noctis-{uuid.uuid4().hex[:8]}")
     )
     context = ArchiveContext.create(settings)
     try:

@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from enum import IntEnum
@@ -51,8 +52,14 @@ from noctis_common.dicom.frame_index import FrameLayout, locate_frame_layout
 from noctis_common.dicom.json_model import BULK_DATA_THRESHOLD_BYTES, dataset_to_json
 from noctis_common.dicom.part10 import Part10Error, read_part10_header, write_part10
 from noctis_common.events import OutboxRelay
-from noctis_common.index_rows import SeriesInOtherStudyError, insert_instance_rows
+from noctis_common.index_rows import (
+    SeriesInOtherStudyError,
+    StudyDeletedDuringStoreError,
+    insert_instance_rows,
+)
+from noctis_common.metrics import STORAGE_ERRORS, STORE_DURATION, STORE_INSTANCES, STORED_BYTES
 from noctis_common.storage import ObjectStore, StorageError
+from noctis_common.tracing import mark_failed, tracer
 from noctis_common.uids import InvalidUIDError, instance_object_key, validate_uid
 
 logger = logging.getLogger(__name__)
@@ -245,8 +252,54 @@ class Archive:
         """Store the Part 10 file at ``path`` (consumed) and index it.
 
         Raises :class:`StoreFailedError` with the status to return when the object is not
-        stored.
+        stored. Each call is one ``store instance`` span, with the spool copy, the object
+        store write and the index commit as its children, and is counted and timed in
+        the ``noctis_store_*`` metrics.
         """
+        started = time.perf_counter()
+        with tracer.start_as_current_span("store instance") as span:
+            span.set_attribute("dicom.source_ae_title", source_ae_title or "")
+            try:
+                stored = self._store_part10(
+                    path,
+                    source_ae_title=source_ae_title,
+                    expected_sop_class_uid=expected_sop_class_uid,
+                    expected_sop_instance_uid=expected_sop_instance_uid,
+                )
+            except StoreFailedError as error:
+                span.set_attribute("dicom.failure_reason", f"0x{int(error.reason):04X}")
+                mark_failed(span, error.message)
+                self._count_store("failed", started)
+                raise
+            except BaseException:
+                self._count_store("failed", started)
+                raise
+            span.set_attributes(
+                {
+                    "dicom.study_instance_uid": stored.study_instance_uid,
+                    "dicom.series_instance_uid": stored.series_instance_uid,
+                    "dicom.sop_instance_uid": stored.sop_instance_uid,
+                    "dicom.sop_class_uid": stored.sop_class_uid,
+                    "dicom.transfer_syntax_uid": stored.transfer_syntax_uid,
+                    "noctis.duplicate": stored.duplicate,
+                }
+            )
+        self._count_store("duplicate" if stored.duplicate else "stored", started)
+        return stored
+
+    @staticmethod
+    def _count_store(outcome: str, started: float) -> None:
+        STORE_INSTANCES.labels(outcome=outcome).inc()
+        STORE_DURATION.labels(outcome=outcome).observe(time.perf_counter() - started)
+
+    def _store_part10(
+        self,
+        path: Path,
+        *,
+        source_ae_title: str | None,
+        expected_sop_class_uid: str | None,
+        expected_sop_instance_uid: str | None,
+    ) -> StoredInstance:
         spool_copy: Path | None = None
         try:
             dataset, transfer_syntax_uid, dataset_offset = self._read(path)
@@ -256,7 +309,10 @@ class Archive:
             )
 
             spool_copy = self.new_spool_path()
-            with open(path, "rb") as source:
+            with (
+                tracer.start_as_current_span("write spool copy"),
+                open(path, "rb") as source,
+            ):
                 source.seek(dataset_offset)
                 written = write_part10(
                     spool_copy,
@@ -281,25 +337,29 @@ class Archive:
             marker = self.intents_dir / uuid.uuid4().hex
             marker.write_text(key, encoding="utf-8")
             try:
-                self.store.put_file(key, spool_copy)
+                with tracer.start_as_current_span("put object") as put_span:
+                    put_span.set_attribute("noctis.object_size", written.size)
+                    self.store.put_file(key, spool_copy)
                 spool_copy = None
-                duplicate = self._commit(
-                    record,
-                    frame_layout,
-                    object_key=key,
-                    object_size=written.size,
-                    dataset_offset=written.dataset_offset,
-                    dataset_sha256=written.dataset_sha256,
-                    transfer_syntax_uid=transfer_syntax_uid,
-                    metadata_json=metadata_json,
-                    source_ae_title=source_ae_title or "",
-                )
+                with tracer.start_as_current_span("commit index rows"):
+                    duplicate = self._commit(
+                        record,
+                        frame_layout,
+                        object_key=key,
+                        object_size=written.size,
+                        dataset_offset=written.dataset_offset,
+                        dataset_sha256=written.dataset_sha256,
+                        transfer_syntax_uid=transfer_syntax_uid,
+                        metadata_json=metadata_json,
+                        source_ae_title=source_ae_title or "",
+                    )
             except BaseException:
                 self._discard_unindexed(key)
                 raise
             finally:
                 marker.unlink(missing_ok=True)
         except StorageError as error:
+            STORAGE_ERRORS.labels(operation="write").inc()
             raise StoreFailedError(FailureReason.OUT_OF_RESOURCES, str(error)) from error
         except SQLAlchemyError as error:
             # The database's own message can quote patient data (a duplicated key, say),
@@ -322,6 +382,7 @@ class Archive:
 
         if duplicate is not None:
             return duplicate
+        STORED_BYTES.inc(written.size)
         if self.relay is not None:
             self.relay.notify()
         logger.info(
@@ -452,6 +513,8 @@ class Archive:
             if not self._key_is_indexed(key):
                 self.store.delete(key)
         except (StorageError, SQLAlchemyError) as error:
+            if isinstance(error, StorageError):
+                STORAGE_ERRORS.labels(operation="delete").inc()
             logger.error(
                 "could not remove unindexed object %s (recovery retries at start): %s",
                 key,
@@ -511,3 +574,5 @@ class Archive:
             insert_instance_rows(session, record, instance_values, frame_layout)
         except SeriesInOtherStudyError as error:
             raise StoreFailedError(FailureReason.CANNOT_UNDERSTAND, str(error)) from error
+        except StudyDeletedDuringStoreError as error:
+            raise StoreFailedError(FailureReason.OUT_OF_RESOURCES, str(error)) from error

@@ -37,6 +37,8 @@ GET_MEDIA_TYPES = {
     "studies": [DICOM_JSON],
     "series": [DICOM_JSON],
     "instances": [DICOM_JSON],
+    # The change feed, a Noctis extension (noctis_events).
+    "changefeed": ["application/json"],
 }
 # Resources addressed by a final template parameter that is not a UID.
 PARAMETER_RESOURCES = ("frames", "bulkdata")

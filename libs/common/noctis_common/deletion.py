@@ -41,6 +41,7 @@ from noctis_common.db.models import (
     Study,
 )
 from noctis_common.events import add_event
+from noctis_common.metrics import STORAGE_ERRORS
 from noctis_common.storage import ObjectStore, StorageError
 
 logger = logging.getLogger(__name__)
@@ -322,6 +323,7 @@ def delete_objects(database: Database, store: ObjectStore, object_keys: Sequence
                 store.delete(key)
             deleted.append(key)
         except StorageError as error:
+            STORAGE_ERRORS.labels(operation="delete").inc()
             failures[key] = str(error)
             if len(failures) <= MAX_LOGGED_FAILURES:
                 logger.warning("could not delete object %s (the sweep retries it): %s", key, error)

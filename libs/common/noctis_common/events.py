@@ -2,13 +2,30 @@
 
 The archive writes each event as an ``outbox_event`` row in the same transaction as the
 index change it reports, so an event exists exactly when its change is committed. An
-:class:`OutboxRelay` then hands unpublished rows, oldest first, to an
-:class:`EventPublisher` and marks them published. On one machine the publisher is
-:class:`InProcessPublisher`; a broker publisher (Kafka) implements the same protocol,
-so no service changes when it replaces the in-process one.
+:class:`OutboxRelay` then hands unpublished rows to an :class:`EventPublisher` and marks
+them published. On one machine the publisher is :class:`InProcessPublisher`; with
+``NOCTIS_EVENTS_BACKEND=kafka`` it is :class:`noctis_common.kafka_publisher.KafkaPublisher`
+followed by the in-process one, so no service changes when Kafka is added.
 
-Delivery is at least once: a crash after publishing and before marking publishes the
-same event again after restart, so subscribers deduplicate by :attr:`Event.id`.
+Delivery is at least once: a crash or a broker error after publishing and before marking
+publishes the same event again later, so subscribers deduplicate by :attr:`Event.id`.
+
+Order. Every transaction that writes an event of a study first locks the study row
+(stores, deletions and the study-complete sweep select it ``FOR UPDATE``), so within a
+study the outbox ids grow in commit order. The relay publishes in id order, so one
+study's events reach the publisher in the order they were committed. Events of different
+studies may be published out of id order, when a transaction with a smaller id commits
+later.
+
+One relay at a time. On PostgreSQL a relay runs each batch in a transaction that first
+takes the advisory lock :data:`RELAY_LOCK_KEY` with ``pg_try_advisory_xact_lock``. The
+relays of other replicas skip that round and try again at their next poll. On SQLite a
+batch is claimed in one write transaction and marked in a second one, and it is
+published in between with no lock held, because the broker may be slow or down and the
+write lock would stop ingest. One process should run the relay there.
+
+Each event gets its ``sequence`` when a relay first claims it: consecutive numbers in
+publication order across all studies, which the REST change feed pages by.
 """
 
 from __future__ import annotations
@@ -21,17 +38,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from noctis_common.db import Database
 from noctis_common.db.models import OutboxEvent
-from noctis_common.metrics import OUTBOX_EVENTS_PUBLISHED
+from noctis_common.metrics import OUTBOX_EVENTS_PUBLISHED, OUTBOX_PUBLISH_ERRORS
+from noctis_common.tracing import (
+    consumer_span,
+    current_traceparent,
+    mark_current_span_failed,
+    producer_span,
+)
 
 logger = logging.getLogger(__name__)
 
 INSTANCE_STORED = "instance.stored"
 RELAY_BATCH_SIZE = 500
+# Key of the PostgreSQL advisory lock that one relay holds while it publishes a batch:
+# the first 8 bytes of "noctis-outbox-relay" read as a signed big-endian integer.
+RELAY_LOCK_KEY = int.from_bytes(b"noctis-o", "big", signed=True)
 
 
 @dataclass(frozen=True)
@@ -43,17 +69,26 @@ class Event:
     study_instance_uid: str
     payload: dict[str, Any]
     created_at: datetime
+    # Publication order across all studies, given by the relay; None before.
+    sequence: int | None = None
+    # W3C trace context of the transaction that wrote the event, when it was traced.
+    traceparent: str | None = None
 
 
 def add_event(
     session: Session, event_type: str, study_instance_uid: str, payload: dict[str, Any]
 ) -> None:
-    """Add an event to the outbox within the caller's transaction."""
+    """Add an event to the outbox within the caller's transaction.
+
+    The caller must hold the lock on the study row (see the module docstring), so that
+    one study's events are numbered in commit order.
+    """
     session.add(
         OutboxEvent(
             event_type=event_type,
             study_instance_uid=study_instance_uid,
             payload_json=json.dumps(payload, separators=(",", ":")),
+            traceparent=current_traceparent(),
         )
     )
 
@@ -73,6 +108,10 @@ class InProcessPublisher:
 
     A subscriber that raises is logged and skipped: one faulty subscriber must not
     hold back the others or block the outbox.
+
+    Each event is published in a ``publish <type>`` span whose parent is the event's
+    ``traceparent``, and each subscriber handles it in a ``process <type>`` span below
+    that, so both join the trace of the request that stored the instance.
     """
 
     subscribers: list[Subscriber] = field(default_factory=list)
@@ -82,31 +121,73 @@ class InProcessPublisher:
 
     def publish(self, events: Sequence[Event]) -> None:
         for event in events:
-            for subscriber in self.subscribers:
-                try:
-                    subscriber(event)
-                except Exception:
-                    logger.exception(
-                        "event subscriber %r failed on event %d (%s)",
-                        subscriber,
-                        event.id,
-                        event.type,
-                    )
+            attributes = {
+                "messaging.destination.name": event.type,
+                "noctis.event_id": str(event.id),
+            }
+            with producer_span(f"publish {event.type}", event.traceparent, attributes) as headers:
+                for subscriber in self.subscribers:
+                    self._deliver(subscriber, event, headers, attributes)
+
+    @staticmethod
+    def _deliver(
+        subscriber: Subscriber, event: Event, headers: dict[str, str], attributes: dict[str, str]
+    ) -> None:
+        with consumer_span(f"process {event.type}", headers, attributes):
+            try:
+                subscriber(event)
+            except Exception as error:
+                logger.exception(
+                    "event subscriber %r failed on event %d (%s)",
+                    subscriber,
+                    event.id,
+                    event.type,
+                )
+                mark_current_span_failed(f"{type(error).__name__}: {error}")
+
+
+@dataclass
+class PublisherChain:
+    """Hands each batch to several publishers in turn.
+
+    The first publisher that raises ends the call, so the batch stays unpublished and
+    the relay retries it, starting again with the first publisher.
+    """
+
+    publishers: Sequence[EventPublisher]
+
+    def publish(self, events: Sequence[Event]) -> None:
+        for publisher in self.publishers:
+            publisher.publish(events)
 
 
 class OutboxRelay:
     """Publishes outbox rows in a background thread.
 
     The thread wakes when :meth:`notify` is called after a commit, or every
-    ``poll_interval_s`` seconds to pick up rows written by other processes.
+    ``poll_interval_s`` seconds to pick up rows written by other processes. After a
+    failed batch it waits ``poll_interval_s`` and doubles the wait after each further
+    failure, up to ``retry_max_s``, while the rows wait in the outbox.
+
+    After a :meth:`notify`, the thread waits ``batch_delay_s`` more before it publishes,
+    so that the events of stores committed meanwhile go out in the same batch. Each
+    batch costs two write transactions on SQLite, which queue behind the stores'
+    commits for the index's single write lock.
     """
 
     def __init__(
-        self, database: Database, publisher: EventPublisher, poll_interval_s: float = 1.0
+        self,
+        database: Database,
+        publisher: EventPublisher,
+        poll_interval_s: float = 1.0,
+        retry_max_s: float = 60.0,
+        batch_delay_s: float = 0.0,
     ) -> None:
+        self.batch_delay_s = batch_delay_s
         self.database = database
         self.publisher = publisher
         self.poll_interval_s = poll_interval_s
+        self.retry_max_s = max(retry_max_s, poll_interval_s)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -117,6 +198,7 @@ class OutboxRelay:
     def start(self) -> None:
         if self._thread is not None:
             return
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
         self._thread.start()
 
@@ -129,45 +211,126 @@ class OutboxRelay:
 
     def _run(self) -> None:
         logger.info("outbox relay started")
+        failures = 0
         while not self._stop.is_set():
             try:
                 while self.relay_once() == RELAY_BATCH_SIZE and not self._stop.is_set():
                     pass
-            except Exception:
-                logger.exception("outbox relay failed; retrying in %.1f s", self.poll_interval_s)
-            self._wake.wait(self.poll_interval_s)
+            except Exception as error:
+                failures += 1
+                OUTBOX_PUBLISH_ERRORS.inc()
+                delay_s = min(self.retry_max_s, self.poll_interval_s * 2 ** (failures - 1))
+                if failures == 1:
+                    logger.exception("publishing outbox events failed; retrying in %.1f s", delay_s)
+                else:
+                    logger.warning(
+                        "publishing outbox events failed %d times in a row (%s: %s); "
+                        "retrying in %.1f s",
+                        failures,
+                        type(error).__name__,
+                        error,
+                        delay_s,
+                    )
+                # New events must not cut the backoff short, so only stop() ends it.
+                self._stop.wait(delay_s)
+                continue
+            if failures:
+                logger.info("outbox relay publishes again after %d failed attempts", failures)
+                failures = 0
+            notified = self._wake.wait(self.poll_interval_s)
             self._wake.clear()
+            if notified and self.batch_delay_s > 0:
+                self._stop.wait(self.batch_delay_s)
         logger.info("outbox relay stopped")
 
     def relay_once(self) -> int:
-        """Publish one batch of unpublished events; return how many were published."""
+        """Publish one batch of unpublished events; return how many were published.
+
+        Returns 0 when there is nothing to publish or, on PostgreSQL, when another
+        relay holds the lock. Raises what the publisher or the database raised; the
+        batch then stays unpublished.
+        """
+        if self.database.is_sqlite:
+            published = self._relay_claimed_batch()
+        else:
+            published = self._relay_locked_batch()
+        if published:
+            OUTBOX_EVENTS_PUBLISHED.inc(published)
+        return published
+
+    def _relay_locked_batch(self) -> int:
         with self.database.write_session() as session:
-            rows = session.scalars(
-                select(OutboxEvent)
-                .where(OutboxEvent.published_at.is_(None))
-                .order_by(OutboxEvent.id)
-                .limit(RELAY_BATCH_SIZE)
-                .with_for_update(skip_locked=True)
-            ).all()
-            if not rows:
+            if not session.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY))):
                 session.rollback()
                 return 0
-            events = [
-                Event(
-                    id=row.id,
-                    type=row.event_type,
-                    study_instance_uid=row.study_instance_uid,
-                    payload=json.loads(row.payload_json),
-                    created_at=row.created_at,
-                )
-                for row in rows
-            ]
+            events = claim_batch(session)
+            if not events:
+                session.rollback()
+                return 0
             self.publisher.publish(events)
-            session.execute(
-                update(OutboxEvent)
-                .where(OutboxEvent.id.in_([event.id for event in events]))
-                .values(published_at=datetime.now(UTC))
-            )
+            mark_published(session, events)
             session.commit()
-        OUTBOX_EVENTS_PUBLISHED.inc(len(events))
         return len(events)
+
+    def _relay_claimed_batch(self) -> int:
+        with self.database.write_session() as session:
+            events = claim_batch(session)
+            session.commit()
+        if not events:
+            return 0
+        self.publisher.publish(events)
+        with self.database.write_session() as session:
+            mark_published(session, events)
+            session.commit()
+        return len(events)
+
+
+def claim_batch(session: Session, limit: int = RELAY_BATCH_SIZE) -> list[Event]:
+    """Load the next unpublished events and give a sequence number to those without one.
+
+    Events claimed earlier and not yet marked published come first, in sequence order,
+    then unclaimed events in id order. The caller must be the only relay at work (see
+    the module docstring) and commit ``session`` to keep the numbers.
+    """
+    unpublished = select(OutboxEvent).where(OutboxEvent.published_at.is_(None)).limit(limit)
+    rows = list(
+        session.scalars(
+            unpublished.where(OutboxEvent.sequence.is_not(None)).order_by(OutboxEvent.sequence)
+        )
+    )
+    if len(rows) < limit:
+        rows += session.scalars(
+            unpublished.where(OutboxEvent.sequence.is_(None))
+            .order_by(OutboxEvent.id)
+            .limit(limit - len(rows))
+        )
+    unclaimed = [row for row in rows if row.sequence is None]
+    if unclaimed:
+        last_sequence = session.scalar(select(func.max(OutboxEvent.sequence))) or 0
+        for offset, row in enumerate(unclaimed, start=1):
+            row.sequence = last_sequence + offset
+        session.flush()
+    return [
+        Event(
+            id=row.id,
+            type=row.event_type,
+            study_instance_uid=row.study_instance_uid,
+            payload=json.loads(row.payload_json),
+            created_at=row.created_at,
+            sequence=row.sequence,
+            traceparent=row.traceparent,
+        )
+        for row in rows
+    ]
+
+
+def mark_published(session: Session, events: Sequence[Event]) -> None:
+    """Mark ``events`` published within ``session``; rows marked already keep their time."""
+    session.execute(
+        update(OutboxEvent)
+        .where(
+            OutboxEvent.id.in_([event.id for event in events]),
+            OutboxEvent.published_at.is_(None),
+        )
+        .values(published_at=datetime.now(UTC))
+    )

@@ -8,8 +8,9 @@ bytes), ``_total`` on counters. docs/metrics.md lists each metric with its label
 Label values are bounded: DIMSE statuses, outcome words, configured destination AE
 titles and HTTP route templates. No label ever carries a UID or a raw URL path.
 
-The two queue depths (outbox, forwarding) are counted from the index on each scrape by
-:class:`IndexDepthCollector`, so they are right across processes and restarts.
+The two queue depths (outbox, forwarding) and the age of the oldest unpublished event
+are read from the index on each scrape by :class:`IndexDepthCollector`, so they are
+right across processes and restarts.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import Engine, event, func, select
+from sqlalchemy.engine import ExceptionContext
 
 from noctis_common.db import Database
 from noctis_common.db.models import ForwardJob, OutboxEvent
@@ -78,6 +81,49 @@ DIMSE_QUERY_RETRIEVE_REQUESTS = Counter(
     ["command", "status"],
 )
 
+# -- Store pipeline (C-STORE and STOW-RS), object store and index -------------------------
+
+STORE_INSTANCES = Counter(
+    "noctis_store_instances_total",
+    "Instances that went through the store pipeline, from C-STORE or STOW-RS, by outcome.",
+    ["outcome"],
+)
+STORED_BYTES = Counter(
+    "noctis_stored_bytes_total",
+    "Bytes of Part 10 files written to the object store for newly stored instances.",
+)
+STORE_DURATION = Histogram(
+    "noctis_store_duration_seconds",
+    "Time the store pipeline spent on one instance: parse, spool, object store, index.",
+    ["outcome"],
+    buckets=DURATION_BUCKETS_S,
+)
+STORAGE_ERRORS = Counter(
+    "noctis_storage_errors_total",
+    "Object store operations that failed, by operation: write, read or delete.",
+    ["operation"],
+)
+DATABASE_ERRORS = Counter(
+    "noctis_database_errors_total",
+    "Statements the index database failed, by the DBAPI error class, retried ones included.",
+    ["error"],
+)
+
+
+def count_database_errors(engine: Engine) -> None:
+    """Count every error that ``engine``'s statements raise in :data:`DATABASE_ERRORS`.
+
+    The label is the DB-API exception class (``IntegrityError``, ``OperationalError``,
+    ...), a bounded set. Integrity errors of concurrent stores of one new study are
+    expected and retried, and so are counted too.
+    """
+
+    @event.listens_for(engine, "handle_error")
+    def _count(context: ExceptionContext) -> None:
+        error = context.sqlalchemy_exception or context.original_exception
+        DATABASE_ERRORS.labels(error=type(error).__name__).inc()
+
+
 # -- Forwarding ---------------------------------------------------------------------------
 
 FORWARDED_INSTANCES = Counter(
@@ -101,6 +147,34 @@ FORWARD_JOBS_GIVEN_UP = Counter(
 OUTBOX_EVENTS_PUBLISHED = Counter(
     "noctis_outbox_events_published_total",
     "Outbox events this process handed to its publisher and marked published.",
+)
+OUTBOX_PUBLISH_ERRORS = Counter(
+    "noctis_outbox_publish_errors_total",
+    "Outbox relay batches whose publication or marking failed; each one is retried.",
+)
+
+# -- Event consumers ----------------------------------------------------------------------
+
+CONSUMER_EVENTS = Counter(
+    "noctis_consumer_events_total",
+    "Kafka records an event consumer finished, by consumer group and outcome.",
+    ["group", "outcome"],
+)
+CONSUMER_HANDLER_ERRORS = Counter(
+    "noctis_consumer_handler_errors_total",
+    "Attempts to handle an event that failed (handler or index error), the last included.",
+    ["group"],
+)
+CONSUMER_LAG = Gauge(
+    "noctis_consumer_lag_records",
+    "Records in the partitions assigned to this consumer not yet consumed, by topic.",
+    ["group", "topic"],
+)
+CONSUMER_HANDLE_DURATION = Histogram(
+    "noctis_consumer_handle_duration_seconds",
+    "Time per record from its parsing to the commit of its offset, retry waits included.",
+    ["group"],
+    buckets=DURATION_BUCKETS_S,
 )
 
 # -- HTTP ---------------------------------------------------------------------------------
@@ -147,18 +221,22 @@ class IndexDepthCollector(Collector):
     def describe(self) -> Iterator[GaugeMetricFamily]:
         # Describing without collecting keeps registration from querying the index.
         yield from self._families()
+        yield self._event_age_family()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
             database = self._databases[-1] if self._databases else None
         outbox, forward_queue = self._families()
+        oldest_event_age = self._event_age_family()
         if database is not None:
             try:
                 self._count(database, outbox, forward_queue)
+                self._measure_event_age(database, oldest_event_age)
             except Exception:
                 logger.exception("counting the outbox and forwarding queue for /metrics failed")
                 return
         yield outbox
+        yield oldest_event_age
         yield forward_queue
 
     @staticmethod
@@ -173,6 +251,27 @@ class IndexDepthCollector(Collector):
             labels=["status"],
         )
         return outbox, forward_queue
+
+    @staticmethod
+    def _event_age_family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "noctis_outbox_oldest_pending_age_seconds",
+            "Age of the oldest outbox event not yet published (the event lag); 0 when none.",
+        )
+
+    @staticmethod
+    def _measure_event_age(database: Database, oldest_event_age: GaugeMetricFamily) -> None:
+        with database.read_session() as session:
+            oldest = session.scalar(
+                select(func.min(OutboxEvent.created_at)).where(OutboxEvent.published_at.is_(None))
+            )
+        age_s = 0.0
+        if oldest is not None:
+            # SQLite returns naive datetimes; the index stores UTC.
+            if oldest.tzinfo is None:
+                oldest = oldest.replace(tzinfo=UTC)
+            age_s = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+        oldest_event_age.add_metric([], age_s)
 
     @staticmethod
     def _count(

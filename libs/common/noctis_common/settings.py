@@ -8,8 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from noctis_common.auth_config import check_auth_settings, parse_role_mapping
 
 
 class Settings(BaseSettings):
@@ -25,13 +27,67 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL of the index database; default: SQLite in data_dir.",
     )
-    storage_backend: Literal["filesystem", "s3"] = "filesystem"
-    s3_endpoint: str = "127.0.0.1:9000"
-    s3_access_key: str = ""
-    s3_secret_key: str = ""
-    s3_bucket: str = "noctis"
-    s3_secure: bool = False
-    s3_region: str | None = None
+
+    # Object storage: the backend, and the S3 server, bucket and client behaviour.
+    storage_backend: Literal["filesystem", "s3"] = Field(
+        default="filesystem",
+        description="Where stored objects go: 'filesystem' (data_dir/objects) or 's3' (s3_*).",
+    )
+    s3_endpoint: str = Field(
+        default="127.0.0.1:9000",
+        description="Host and port of the S3 server, or an http:// or https:// URL of it; "
+        "a URL's scheme overrides s3_secure.",
+    )
+    s3_access_key: str = Field(
+        default="", description="S3 access key ID; empty sends unsigned requests."
+    )
+    s3_secret_key: str = Field(default="", description="Secret access key of s3_access_key.")
+    s3_bucket: str = Field(
+        default="noctis",
+        description="Bucket that holds the objects; created at start when missing, which "
+        "needs the permission to create buckets.",
+    )
+    s3_secure: bool = Field(default=False, description="Reach the S3 server by HTTPS.")
+    s3_region: str | None = Field(
+        default=None, description="Region of the bucket; default: the one the server reports."
+    )
+    s3_part_size_bytes: int = Field(
+        default=16 * 1024**2,
+        ge=5 * 1024**2,
+        le=5 * 1024**3,
+        description="Part size of multipart uploads (5 MiB to 5 GiB); objects up to this "
+        "size are stored by one PUT.",
+    )
+    s3_parallel_parts: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Parts of one object uploaded at once; an upload keeps up to "
+        "s3_parallel_parts + 1 parts in memory.",
+    )
+    s3_max_connections: int = Field(
+        default=32, ge=1, description="HTTP connections to the S3 server kept for reuse."
+    )
+    s3_connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="Seconds to wait for the S3 server to accept a connection."
+    )
+    s3_read_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds to wait for each read of the S3 server's response.",
+    )
+    s3_retry_max_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="Seconds after its first failure during which an S3 request that "
+        "failed for a transient reason (connection refused or reset, timeout, HTTP 5xx, "
+        "SlowDown) is retried; 0 turns retries off.",
+    )
+    s3_retry_initial_s: float = Field(
+        default=0.2,
+        gt=0,
+        description="Wait before the first S3 retry; each further retry doubles it, up to 5 s.",
+    )
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)
@@ -108,6 +164,24 @@ class Settings(BaseSettings):
     )
 
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
+
+    # Study completion and the change feed (noctis_common.study_complete, noctis_events).
+    study_complete_quiet_s: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "Seconds without a new instance after which a study counts as complete and "
+            "its study.complete event is written."
+        ),
+    )
+    study_complete_sweep_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "Seconds between two checks for studies whose quiet period has passed; an "
+            "event comes at most this long after the quiet period."
+        ),
+    )
     orphan_sweep_interval_s: float = Field(
         default=300.0,
         gt=0,
@@ -119,14 +193,308 @@ class Settings(BaseSettings):
         ge=0,
         le=65535,
         description=(
-            "TCP port on http_host where the standalone DIMSE gateway serves Prometheus "
-            "metrics at /metrics; 0 turns it off. Processes with an HTTP app serve "
-            "/metrics on http_port instead."
+            "TCP port on http_host where the standalone DIMSE gateway serves /metrics, "
+            "/health/live and /health/ready; 0 serves them on http_port. Processes with "
+            "an HTTP app serve them on http_port."
         ),
     )
     log_level: str = "INFO"
     log_phi: bool = Field(
         default=False, description="Log patient names and IDs; off so logs carry no PHI."
+    )
+
+    # -- Observability: log format (traces are configured by the standard OTEL_* variables)
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description=(
+            "Console log format: 'text' lines on stderr, or 'json' (one JSON object per "
+            "line on stdout, with trace_id and span_id), meant for production."
+        ),
+    )
+
+    # Services run alone: PostgreSQL connection pool, migrations, readiness, shutdown.
+    db_pool_size: int = Field(
+        default=5,
+        ge=1,
+        description="Connections each process keeps open to a PostgreSQL index.",
+    )
+    db_max_overflow: int = Field(
+        default=10,
+        ge=0,
+        description="Extra PostgreSQL connections a process may open under load, beyond "
+        "db_pool_size; they are closed when returned.",
+    )
+    db_pool_recycle_s: int = Field(
+        default=1800,
+        ge=-1,
+        description="Seconds after which a pooled PostgreSQL connection is replaced on its "
+        "next use, so idle-connection cuts of proxies and firewalls do no harm; -1 never.",
+    )
+    db_pool_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a request waits for a free pooled connection before it fails.",
+    )
+    db_connect_timeout_s: int = Field(
+        default=10,
+        ge=1,
+        description="Seconds to wait for PostgreSQL to accept a new connection.",
+    )
+    db_migrate_on_start: bool = Field(
+        default=True,
+        description="Apply pending index migrations when a service starts. With false, a "
+        "service whose index is behind exits and names the migration command.",
+    )
+    readiness_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds each dependency check of /health/ready may take before it "
+        "counts as failed.",
+    )
+    http_shutdown_timeout_s: int = Field(
+        default=30,
+        ge=1,
+        description="Seconds an HTTP service waits on SIGTERM for requests in progress "
+        "before it cancels them and exits.",
+    )
+    dimse_shutdown_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds the DIMSE gateway waits on SIGTERM for open associations to "
+        "be released before it aborts them and exits.",
+    )
+
+    # -- Access control and audit trail: token checks on every HTTP API, the audit table
+    auth_mode: Literal["internal", "oidc", "off"] = Field(
+        default="internal",
+        description=(
+            "How HTTP APIs authenticate: 'internal' verifies tokens of the Noctis token "
+            "service, 'oidc' those of an external OpenID Connect provider, 'off' lets "
+            "every request in, which is allowed only while http_host is a loopback address."
+        ),
+    )
+    auth_issuer: str | None = Field(
+        default=None,
+        description=(
+            "The iss claim tokens must carry. Required with 'oidc'. With 'internal' the "
+            "default is public_base_url without '/dicom-web', or the request's base URL, "
+            "followed by '/auth'."
+        ),
+    )
+    auth_audience: str = Field(
+        default="noctis", min_length=1, description="The aud claim tokens must carry."
+    )
+    auth_jwks_url: str | None = Field(
+        default=None,
+        description=(
+            "URL of the JSON Web Key Set that signs tokens. Default: the keys of the token "
+            "service in this process ('internal'), or the jwks_uri of the issuer's OpenID "
+            "discovery document."
+        ),
+    )
+    auth_clock_skew_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds of clock difference allowed when checking exp, nbf and iat.",
+    )
+    auth_jwks_max_age_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds a fetched key set is used before it is fetched again.",
+    )
+    auth_jwks_min_refresh_interval_s: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "Minimum seconds between two key set fetches caused by tokens with an unknown "
+            "key id, so forged key ids cannot make the service hammer the key server."
+        ),
+    )
+    auth_role_claim: str = Field(
+        default="roles",
+        min_length=1,
+        description=(
+            "Dotted path of the claim that lists a token's roles, such as "
+            "'realm_access.roles' for Keycloak realm roles."
+        ),
+    )
+    auth_role_mapping: str = Field(
+        default="",
+        description=(
+            "Comma-separated 'provider_role=noctis_role' pairs that map an external "
+            "provider's role names to Noctis roles; names that are Noctis roles map to "
+            "themselves."
+        ),
+    )
+    auth_referring_physician_claim: str = Field(
+        default="referring_physician_name",
+        min_length=1,
+        description=(
+            "Claim with the DICOM person name of a referring physician, which limits "
+            "them to the studies naming them as Referring Physician."
+        ),
+    )
+    audit_source_id: str | None = Field(
+        default=None,
+        description="AuditSourceID of exported audit messages; default: ae_title.",
+    )
+    audit_flush_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "Seconds between two moves of journaled audit records into the index "
+            "database; a process crash loses none of them, see the README."
+        ),
+    )
+
+    # Auth service (noctis_auth): token lifetimes, account lockout, signing keys.
+    auth_access_token_lifetime_s: int = Field(
+        default=900, ge=30, description="Seconds an access token or ID token is valid."
+    )
+    auth_refresh_token_lifetime_s: int = Field(
+        default=12 * 3600,
+        ge=60,
+        description=(
+            "Seconds a login lasts: refresh tokens stop working this long after the user "
+            "entered their password, however often they were rotated."
+        ),
+    )
+    auth_authorization_code_lifetime_s: int = Field(
+        default=60, ge=5, description="Seconds an authorization code can be exchanged."
+    )
+    auth_lockout_threshold: int = Field(
+        default=5, ge=1, description="Failed logins in a row that lock an account."
+    )
+    auth_lockout_minutes: float = Field(
+        default=15.0, gt=0, description="Minutes a locked account rejects every login."
+    )
+    auth_password_min_length: int = Field(
+        default=12, ge=8, description="Minimum length of a new password, in characters."
+    )
+    auth_signing_algorithm: Literal["ES256", "RS256"] = Field(
+        default="ES256",
+        description="JWS algorithm of the signing keys the token service creates.",
+    )
+    auth_key_overlap_s: int = Field(
+        default=3600,
+        ge=0,
+        description=(
+            "Seconds a signing key stays in the JWKS after a rotation replaced it, so that "
+            "tokens it signed still verify; keep it above auth_access_token_lifetime_s."
+        ),
+    )
+    auth_key_passphrase: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Passphrase that encrypts the token signing keys stored in the index. Without "
+            "it they are stored unencrypted."
+        ),
+    )
+    auth_key_passphrase_file: Path | None = Field(
+        default=None,
+        description="File whose content (without a final newline) is auth_key_passphrase.",
+    )
+
+    # -- Events: the outbox relay, the Kafka publisher and event consumers
+    events_backend: Literal["inprocess", "kafka"] = Field(
+        default="inprocess",
+        description="Where the outbox relay publishes events: 'inprocess' calls subscribers "
+        "in the relay's process only; 'kafka' sends them to kafka_topic first.",
+    )
+    events_source: str = Field(
+        default="/noctis",
+        min_length=1,
+        description="CloudEvents 'source' of published events (a URI reference). Give each "
+        "archive that shares a Kafka cluster its own, because consumers deduplicate by "
+        "source and id.",
+    )
+    outbox_retry_max_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Maximum seconds between two outbox relay attempts after failures; the "
+        "wait starts at outbox_poll_interval_s and doubles after each failure.",
+    )
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        min_length=1,
+        description="Comma-separated host:port of Kafka brokers to fetch cluster metadata from.",
+    )
+    kafka_topic: str = Field(
+        default="noctis-events",
+        min_length=1,
+        description="Topic of every published event, keyed by StudyInstanceUID.",
+    )
+    kafka_client_id: str = Field(
+        default="noctis",
+        min_length=1,
+        description="Client id the producer and consumers send to the brokers, for their "
+        "logs and quotas.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="Kafka security protocol: TLS (SSL), SASL authentication, both or neither.",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None,
+        description="SASL mechanism with SASL_PLAINTEXT or SASL_SSL; none without SASL.",
+    )
+    kafka_sasl_username: str = Field(default="", description="SASL user name.")
+    kafka_sasl_password: SecretStr = Field(
+        default=SecretStr(""), description="SASL password; never logged."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description="PEM CA certificates that broker certificates are verified against; "
+        "default: the system's trusted CAs.",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None,
+        description="PEM client certificate for brokers that require TLS client authentication.",
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="PEM private key of kafka_ssl_certfile."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Check that broker certificates name the broker's host."
+    )
+    kafka_publish_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds the relay waits for the brokers to acknowledge one batch before "
+        "it counts the batch as failed and retries it.",
+    )
+    kafka_consumer_max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Attempts an event consumer's handler gets for one event before the "
+        "event goes to the dead-letter topic.",
+    )
+    kafka_consumer_retry_initial_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds before a consumer's first retry of a failed event; each retry "
+        "doubles it.",
+    )
+    kafka_consumer_retry_max_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Maximum seconds between two attempts of a consumer on one event.",
+    )
+    kafka_consumer_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1000,
+        description="Milliseconds without heartbeats after which the group coordinator "
+        "removes a consumer and moves its partitions to the others.",
+    )
+
+    # Ingest speed: batching of the work that concurrent stores share (docs/benchmarks.md).
+    outbox_relay_batch_delay_s: float = Field(
+        default=0.05,
+        ge=0,
+        le=5,
+        description="Seconds the outbox relay waits after a store before it publishes, so "
+        "that one batch carries the events of the stores committed meanwhile; 0 publishes "
+        "at once. Events are delayed by at most this much.",
     )
 
     @property
@@ -147,3 +515,18 @@ class Settings(BaseSettings):
     @property
     def cors_origins(self) -> list[str]:
         return [origin.strip() for origin in self.cors_allow_origins.split(",") if origin.strip()]
+
+    @property
+    def audit_journal_dir(self) -> Path:
+        """Folder of the audit journal files, which queue records for the audit table."""
+        return self.data_dir / "audit-journal"
+
+    @property
+    def auth_role_map(self) -> dict[str, str]:
+        """Return ``auth_role_mapping`` as a dict from provider role to Noctis role."""
+        return parse_role_mapping(self.auth_role_mapping)
+
+    @model_validator(mode="after")
+    def _check_auth_settings(self) -> Settings:
+        check_auth_settings(self)
+        return self

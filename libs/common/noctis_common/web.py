@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from noctis_common.audit_api import router as audit_router
+from noctis_common.audit_http import AuditMiddleware
+from noctis_common.auth import install_access_control
 from noctis_common.capabilities import router as capabilities_router
 from noctis_common.context import ArchiveContext
+from noctis_common.health import (
+    STORE_SERVICE_OPTIONAL,
+    STORE_SERVICE_REQUIRED,
+    Dependency,
+    ReadinessProbe,
+)
+from noctis_common.health import router as health_router
 from noctis_common.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
 from noctis_common.settings import Settings
 
@@ -122,21 +133,38 @@ class RequestMetricsMiddleware:
         return self.route_templates.get(id(route)) or str(getattr(route, "path", UNMATCHED_ROUTE))
 
 
+def _is_probe(scope: MutableMapping[str, Any]) -> bool:
+    """Return whether a request is a scrape or health probe, which is not traced."""
+    path = str(scope.get("path", ""))
+    return path in {"/metrics", "/health"} or path.startswith("/health/")
+
+
 def create_app(
     title: str,
     routers: Sequence[APIRouter],
     settings: Settings,
     context: ArchiveContext | None = None,
+    *,
+    required_dependencies: Collection[Dependency] = STORE_SERVICE_REQUIRED,
+    optional_dependencies: Collection[Dependency] = STORE_SERVICE_OPTIONAL,
 ) -> FastAPI:
     """Build an app serving ``routers`` under ``/dicom-web``.
 
     Without ``context`` the app opens its own at start-up and closes it at shutdown.
+    ``/health/ready`` checks the dependencies named in ``required_dependencies`` and
+    ``optional_dependencies`` (see :mod:`noctis_common.health`).
     """
+
+    def readiness_probe(app_context: ArchiveContext) -> ReadinessProbe:
+        return ReadinessProbe(app_context, required_dependencies, optional_dependencies)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = context is None
         app.state.context = context or ArchiveContext.create(settings)
+        app.state.readiness = readiness_probe(app.state.context)
+        # Fails start-up when tokens cannot be verified, rather than every request.
+        app.state.authenticator.check_configuration()
         if owned:
             app.state.context.start()
         try:
@@ -145,15 +173,40 @@ def create_app(
             if owned:
                 app.state.context.close()
 
-    app = FastAPI(title=title, lifespan=lifespan)
+    # FastAPI's own OpenTelemetry support traces each request in a server span named by
+    # its route template, once tracing.configure_tracing has installed the SDK. The
+    # request metrics are Prometheus's, so FastAPI's are off.
+    telemetry: TelemetryConfig = {
+        "metrics": False,
+        "logs": False,
+        "operation_spans": False,
+        "auto_configure": False,
+        "exclude": _is_probe,
+    }
+    app = FastAPI(title=title, lifespan=lifespan, telemetry=telemetry)
     app.state.settings = settings
     if context is not None:
         app.state.context = context
+        app.state.readiness = readiness_probe(context)
+    # Every route that needs a scope checks the bearer token (noctis_common.auth). These
+    # need none: /health/*, /metrics, OPTIONS on /dicom-web (capabilities) and CORS
+    # preflights, because they carry no patient data and probes and browsers send them
+    # without tokens.
+    install_access_control(
+        app,
+        settings,
+        lambda request: dicomweb_base_url(request, settings).removesuffix(DICOMWEB_PREFIX),
+    )
+    app.add_middleware(
+        AuditMiddleware,
+        trail_of_app=lambda: getattr(getattr(app.state, "context", None), "audit", None),
+    )
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
-        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        # PUT: viewers save user preferences at /auth/preferences.
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
         allow_headers=["*"],
         expose_headers=EXPOSED_HEADERS,
     )
@@ -168,9 +221,8 @@ def create_app(
             if route_path is not None:
                 route_templates[id(route)] = DICOMWEB_PREFIX + route_path
 
-    @app.get("/health", include_in_schema=False)
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+    app.include_router(health_router)
+    app.include_router(audit_router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

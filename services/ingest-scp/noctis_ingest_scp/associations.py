@@ -5,6 +5,11 @@ and C-ECHO handlers count their outcomes. When the association ends (released,
 aborted, rejected, or the connection closed), the registry logs one INFO line with the
 calling AE title, the peer address and the counts, then drops the record.
 
+Each association is traced in a ``DIMSE association`` span from its connection to its
+end, the parent of the spans of its C-STORE requests. A connection closed without any
+association request (a TCP health probe, a port scan) gets no span, so probes do not
+fill the trace store.
+
 pynetdicom ends an association without any of these events when its reader thread
 fails, as it does on a C-STORE request without Affected SOP Class or Instance UID.
 Each new connection therefore first finishes the records of such associations
@@ -19,27 +24,32 @@ import os
 import queue
 import socket
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.trace import Span, SpanKind
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 
 from noctis_common.metrics import DIMSE_ACTIVE_ASSOCIATIONS, DIMSE_ASSOCIATIONS
+from noctis_common.tracing import mark_failed, tracer
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class AssociationRecord:
-    """Outcome counts of one association."""
+    """Outcome counts and trace span of one association."""
 
     peer_address: str
     stored: int = 0
     duplicates: int = 0
     failed: int = 0
     echoes: int = 0
+    connected_at_ns: int = field(default_factory=time.time_ns)
+    span: Span | None = None
 
 
 class AssociationRegistry:
@@ -60,6 +70,19 @@ class AssociationRegistry:
                 self._records[association] = found
                 DIMSE_ACTIVE_ASSOCIATIONS.inc()
             return found
+
+    def span(self, association: Association) -> Span:
+        """Return the span of ``association``, starting it, dated to its connection, if needed."""
+        record = self.record(association)
+        with self._lock:
+            if record.span is None:
+                record.span = tracer.start_span(
+                    "DIMSE association",
+                    kind=SpanKind.SERVER,
+                    attributes={"network.peer.address": record.peer_address},
+                    start_time=record.connected_at_ns,
+                )
+            return record.span
 
     # -- pynetdicom event handlers ------------------------------------------------------
 
@@ -133,6 +156,7 @@ class AssociationRegistry:
             return  # already logged: pynetdicom may report an end more than once
         DIMSE_ACTIVE_ASSOCIATIONS.dec()
         DIMSE_ASSOCIATIONS.labels(outcome=outcome_label).inc()
+        self._end_span(association, record, outcome, outcome_label)
         logger.info(
             "association from %s at %s %s: %d stored, %d already stored, %d failed, %d C-ECHO",
             association.requestor.ae_title or "(no AE title)",
@@ -143,6 +167,36 @@ class AssociationRegistry:
             record.failed,
             record.echoes,
         )
+
+    @staticmethod
+    def _end_span(
+        association: Association, record: AssociationRecord, outcome: str, outcome_label: str
+    ) -> None:
+        """End the association's span, or create and end it now when no handler needed it."""
+        calling_ae_title = association.requestor.ae_title or ""
+        span = record.span
+        if span is None:
+            if not calling_ae_title:
+                return  # no A-ASSOCIATE-RQ arrived: a probe, not worth a trace
+            span = tracer.start_span(
+                "DIMSE association",
+                kind=SpanKind.SERVER,
+                attributes={"network.peer.address": record.peer_address},
+                start_time=record.connected_at_ns,
+            )
+        span.set_attributes(
+            {
+                "dicom.calling_ae_title": calling_ae_title,
+                "dicom.called_ae_title": association.acceptor.ae_title or "",
+                "noctis.association_outcome": outcome_label,
+                "noctis.stored": record.stored,
+                "noctis.duplicates": record.duplicates,
+                "noctis.failed": record.failed,
+            }
+        )
+        if outcome_label != "released":
+            mark_failed(span, f"association {outcome}")
+        span.end()
 
 
 def _peer_address(association: Association) -> str:

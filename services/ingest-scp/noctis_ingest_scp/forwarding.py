@@ -9,9 +9,9 @@ destination acknowledged and reschedules the others with exponential backoff. Af
 ``NOCTIS_FORWARD_MAX_ATTEMPTS`` failures, or a failure that no retry can change, a job
 stays in the queue with status ``failed`` and its last error.
 
-The subscriber does not write the queue itself: the event relay calls it inside the
-transaction that marks the events published, and on SQLite that transaction holds the
-database's only write lock.
+The subscriber does not write the queue itself: the event relay calls it while it
+publishes a batch (on PostgreSQL inside the transaction that holds the relay's lock),
+so it must return quickly.
 
 NOTE: an event is marked published before its jobs are written, so a crash in between
 (milliseconds) loses those forwards, and so does an event that arrives after the gateway

@@ -11,18 +11,22 @@ import time
 from pathlib import Path
 from typing import cast
 
+from opentelemetry import trace
 from pydicom.dataset import Dataset
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 from noctis_common.archive import Archive, FailureReason, StoreFailedError
+from noctis_common.audit import AuditEventType, AuditTrail
 from noctis_common.metrics import (
     DIMSE_STORE_DURATION,
     DIMSE_STORE_REQUESTS,
     DIMSE_STORED_BYTES,
     status_label,
 )
+from noctis_common.tracing import mark_failed, tracer
 from noctis_ingest_scp.associations import AssociationRegistry
+from noctis_ingest_scp.audit_events import record_dimse_event
 from noctis_ingest_scp.peers import Permission
 from noctis_ingest_scp.security import AccessControl, not_authorized_comment
 from noctis_ingest_scp.statuses import NOT_AUTHORIZED, PROCESSING_FAILURE, SUCCESS, failure_status
@@ -56,6 +60,7 @@ def handle_c_store(
     archive: Archive,
     registry: AssociationRegistry,
     access: AccessControl | None = None,
+    audit: AuditTrail | None = None,
 ) -> int | Dataset:
     """Store the dataset of one C-STORE request and return its status (PS3.4 B.2.2, B.2.3).
 
@@ -82,10 +87,36 @@ def handle_c_store(
 
         Failures carry an Error Comment of at most 64 characters; the log has the full
         message.
+
+    The request is traced in a ``C-STORE`` span, a child of its association's span,
+    and recorded in the audit trail when ``audit`` is given.
     """
     started = time.perf_counter()
-    status = _store_dataset(event, archive, registry, access)
+    request = cast(C_STORE, event.request)
+    parent = trace.set_span_in_context(registry.span(event.assoc))
+    with tracer.start_as_current_span(
+        "C-STORE",
+        context=parent,
+        attributes={
+            "dicom.affected_sop_class_uid": str(request.AffectedSOPClassUID or ""),
+            "dicom.affected_sop_instance_uid": str(request.AffectedSOPInstanceUID or ""),
+        },
+    ) as span:
+        status, study_instance_uid = _store_dataset(event, archive, registry, access)
+        status_code = int(status.Status) if isinstance(status, Dataset) else status
+        span.set_attribute("dicom.status", status_label(status_code))
+        if status_code != SUCCESS:
+            mark_failed(span, f"C-STORE failed with status {status_label(status_code)}")
     DIMSE_STORE_DURATION.observe(time.perf_counter() - started)
+    record_dimse_event(
+        audit,
+        event.assoc,
+        event_type=AuditEventType.STORE,
+        command="C-STORE",
+        status=status_code,
+        study_instance_uids=[study_instance_uid],
+        number_of_instances=1,
+    )
     return status
 
 
@@ -94,7 +125,8 @@ def _store_dataset(
     archive: Archive,
     registry: AssociationRegistry,
     access: AccessControl | None,
-) -> int | Dataset:
+) -> tuple[int | Dataset, str]:
+    """Return the status and, once stored, the Study Instance UID of the instance."""
     record = registry.record(event.assoc)
     request = cast(C_STORE, event.request)
     sop_class_uid = str(request.AffectedSOPClassUID or "")
@@ -103,9 +135,8 @@ def _store_dataset(
     if access is not None and not access.is_allowed(event, Permission.STORE):
         record.failed += 1
         _count_store_request("failed", NOT_AUTHORIZED)
-        return failure_status(
-            NOT_AUTHORIZED, not_authorized_comment(calling_ae_title, Permission.STORE)
-        )
+        comment = not_authorized_comment(calling_ae_title, Permission.STORE)
+        return failure_status(NOT_AUTHORIZED, comment), ""
     dataset_path = Path(event.dataset_path)
     try:
         # Read before storing: store_part10 consumes the spool file.
@@ -128,7 +159,7 @@ def _store_dataset(
             int(error.reason),
             error.message,
         )
-        return failure_status(int(error.reason), error.message)
+        return failure_status(int(error.reason), error.message), ""
     except Exception:
         record.failed += 1
         _count_store_request("failed", PROCESSING_FAILURE)
@@ -137,9 +168,8 @@ def _store_dataset(
             sop_instance_uid,
             calling_ae_title,
         )
-        return failure_status(
-            PROCESSING_FAILURE, "internal error in the archive; its log has the details"
-        )
+        message = "internal error in the archive; its log has the details"
+        return failure_status(PROCESSING_FAILURE, message), ""
     if stored.duplicate:
         record.duplicates += 1
         _count_store_request("duplicate", SUCCESS)
@@ -147,7 +177,7 @@ def _store_dataset(
         record.stored += 1
         _count_store_request("stored", SUCCESS)
         DIMSE_STORED_BYTES.inc(file_size)
-    return SUCCESS
+    return SUCCESS, stored.study_instance_uid
 
 
 def _count_store_request(outcome: str, status: int) -> None:

@@ -27,6 +27,7 @@ from pydicom.valuerep import PersonName
 from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.events import Event
 
+from noctis_common.audit import AuditEventType, AuditTrail
 from noctis_common.db import Database
 from noctis_common.metrics import DIMSE_QUERY_RETRIEVE_REQUESTS, status_label
 from noctis_common.query import (
@@ -36,6 +37,7 @@ from noctis_common.query import (
     find_patient_matches,
     vr_of_tag,
 )
+from noctis_ingest_scp.audit_events import record_dimse_event
 from noctis_ingest_scp.peers import Permission
 from noctis_ingest_scp.qr_identifiers import (
     TIMEZONE_OFFSET_FROM_UTC_TAG,
@@ -159,8 +161,18 @@ def _match_keywords(request: FindRequest) -> str:
     return ",".join(describe_tag(tag) for tag, _ in request.match_keys) or "none"
 
 
+def _describe_query(request: FindRequest) -> str:
+    """Return the level and match keys of a request, for the audit record (may hold PHI)."""
+    keys = "; ".join(f"{describe_tag(tag)}={value}" for tag, value in request.match_keys)
+    return f"{request.level.term}: {keys}" if keys else request.level.term
+
+
 def handle_c_find(
-    event: Event, database: Database, access: AccessControl, ae_title: str
+    event: Event,
+    database: Database,
+    access: AccessControl,
+    ae_title: str,
+    audit: AuditTrail | None = None,
 ) -> Iterator[FindResponse]:
     """Respond to a C-FIND request of the Patient Root or Study Root model (PS3.4 C.4.1).
 
@@ -181,14 +193,27 @@ def handle_c_find(
 
         Failures carry an Error Comment. pynetdicom sends the final ``0x0000``
         Success after the last Pending response.
+
+    Each request is recorded in ``audit`` with the studies of the matches sent.
     """
     started = time.monotonic()
     request = cast(C_FIND, event.request)
     calling_ae_title = event.assoc.requestor.ae_title
     # The SCP accepts C-FIND contexts of these two models only, so the fallback is unused.
     model = model_of_sop_class(str(request.AffectedSOPClassUID)) or InformationModel.STUDY_ROOT
+    matched_studies: list[str] = []
+    query = ""
 
     def log_outcome(status: int, matches: int, detail: str) -> None:
+        record_dimse_event(
+            audit,
+            event.assoc,
+            event_type=AuditEventType.QUERY,
+            command=f"C-FIND {model.title}",
+            status=status,
+            study_instance_uids=dict.fromkeys(matched_studies),
+            query=query,
+        )
         DIMSE_QUERY_RETRIEVE_REQUESTS.labels(command="C-FIND", status=status_label(status)).inc()
         logger.info(
             "C-FIND %s from %s: %d matches, status 0x%04X%s, %.0f ms",
@@ -217,6 +242,7 @@ def handle_c_find(
         yield status_with_comment(IDENTIFIER_NOT_DECODED, message), None
         return
 
+    query = _describe_query(find_request)
     pending = PENDING if find_request.all_keys_supported else PENDING_WITH_UNSUPPORTED_KEYS
     detail = f", {find_request.level.term} level, keys {_match_keywords(find_request)}"
     sent = 0
@@ -227,6 +253,7 @@ def handle_c_find(
                 yield CANCEL, None
                 return
             yield pending, identifier
+            matched_studies.append(str(identifier.get("StudyInstanceUID", "")))
             sent += 1
     except InvalidQueryError as error:
         # The engine's message quotes the rejected value, which may be a patient's, so

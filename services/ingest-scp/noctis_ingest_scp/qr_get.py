@@ -15,8 +15,11 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_GET
 from pynetdicom.presentation import PresentationContext
 
+from noctis_common.audit import AuditEventType
 from noctis_common.context import ArchiveContext
+from noctis_ingest_scp.audit_events import record_dimse_event
 from noctis_ingest_scp.qr_retrieve import (
+    PreparedRetrieve,
     RetrieveResponder,
     SubOperationCounts,
     count_retrieve_request,
@@ -47,9 +50,23 @@ def perform_c_get(
     responder = RetrieveResponder(association, request, context)
     calling_ae_title = association.requestor.ae_title
 
+    prepared: PreparedRetrieve | None = None
+    counts: SubOperationCounts | None = None
+
     def log_outcome(detail: str) -> None:
         status = responder.final_status
         count_retrieve_request("C-GET", status)
+        record_dimse_event(
+            archive.audit,
+            association,
+            event_type=AuditEventType.RETRIEVE,
+            command="C-GET",
+            status=status,
+            study_instance_uids=prepared.request.study_instance_uids if prepared else (),
+            patient_ids=[prepared.request.patient_id or ""] if prepared else (),
+            number_of_instances=counts.completed + counts.warning if counts else None,
+            description=detail,
+        )
         logger.info(
             "C-GET from %s: %s, %s, %.0f ms",
             calling_ae_title,

@@ -20,9 +20,12 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_MOVE
 from pynetdicom.presentation import PresentationContext, build_context
 
+from noctis_common.audit import AuditEventType
 from noctis_common.context import ArchiveContext
+from noctis_ingest_scp.audit_events import record_dimse_event
 from noctis_ingest_scp.outbound import PeerUnavailableError, associate_with_peer
 from noctis_ingest_scp.qr_retrieve import (
+    PreparedRetrieve,
     RetrieveResponder,
     SubOperationCounts,
     count_retrieve_request,
@@ -90,9 +93,23 @@ def perform_c_move(
     calling_ae_title = association.requestor.ae_title
     destination_title = str(request.MoveDestination or "").strip()
 
+    prepared: PreparedRetrieve | None = None
+    counts: SubOperationCounts | None = None
+
     def log_outcome(detail: str) -> None:
         status = responder.final_status
         count_retrieve_request("C-MOVE", status)
+        record_dimse_event(
+            archive.audit,
+            association,
+            event_type=AuditEventType.RETRIEVE,
+            command="C-MOVE",
+            status=status,
+            study_instance_uids=prepared.request.study_instance_uids if prepared else (),
+            patient_ids=[prepared.request.patient_id or ""] if prepared else (),
+            number_of_instances=counts.completed + counts.warning if counts else None,
+            description=detail,
+        )
         logger.info(
             "C-MOVE from %s to %s: %s, %s, %.0f ms",
             calling_ae_title,

@@ -66,7 +66,11 @@ class QueryRetrieveSCP:
     def handle_c_find(self, event: Event) -> Iterator[FindResponse]:
         """Respond to a C-FIND request; see :func:`noctis_ingest_scp.qr_find.handle_c_find`."""
         return handle_c_find(
-            event, self.archive.database, self.access, self.archive.settings.ae_title
+            event,
+            self.archive.database,
+            self.access,
+            self.archive.settings.ae_title,
+            self.archive.audit,
         )
 
     def handle_connection_open(self, event: Event) -> None:

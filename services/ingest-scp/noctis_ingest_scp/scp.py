@@ -38,9 +38,12 @@ from noctis_ingest_scp.tls import server_ssl_context
 
 logger = logging.getLogger(__name__)
 
-# On stop, open associations get this long to finish before they are aborted, and
-# handlers still storing after the abort get as long again to return.
+# On stop, open associations get this long to finish before they are aborted, unless
+# the caller passes its own grace period (NOCTIS_DIMSE_SHUTDOWN_TIMEOUT_S on SIGTERM).
+# Handlers still storing after the abort get this long again to return.
 STOP_GRACE_PERIOD_S = 5.0
+# Seconds between two checks of the open associations while stop() waits for them.
+STOP_POLL_INTERVAL_S = 0.05
 
 
 class StorageSCP:
@@ -116,7 +119,11 @@ class StorageSCP:
                 (evt.EVT_REJECTED, registry.handle_rejected),
                 (evt.EVT_REQUESTED, access.handle_association_request),
                 (evt.EVT_C_ECHO, handle_c_echo, [registry, access]),
-                (evt.EVT_C_STORE, handle_c_store, [self.context.archive, registry, access]),
+                (
+                    evt.EVT_C_STORE,
+                    handle_c_store,
+                    [self.context.archive, registry, access, self.context.audit],
+                ),
                 (evt.EVT_N_ACTION, commitment.handle_n_action),
                 (evt.EVT_PDU_SENT, commitment.handle_pdu_sent),
                 (evt.EVT_C_FIND, query_retrieve.handle_c_find),
@@ -164,14 +171,18 @@ class StorageSCP:
                     else "no client certificates",
                 )
 
-    def stop(self) -> None:
+    def stop(self, grace_period_s: float | None = None) -> None:
         """Stop listening and end every association.
 
-        Open associations get :data:`STOP_GRACE_PERIOD_S` to be released by their
-        peers; the rest are aborted. An instance whose C-STORE is aborted this way may
-        be stored without its sender having seen the response. Calling ``stop`` on a
-        stopped SCP does nothing.
+        New connections are refused at once. Open associations get ``grace_period_s``
+        seconds (default :data:`STOP_GRACE_PERIOD_S`) to be released by their peers,
+        and each C-STORE they send meanwhile is stored and answered as usual. The rest
+        are aborted then. An instance whose C-STORE is aborted this way may be stored
+        without its sender having seen the response. Calling ``stop`` on a stopped SCP
+        does nothing.
         """
+        if grace_period_s is None:
+            grace_period_s = STOP_GRACE_PERIOD_S
         with self._lock:
             server = self._server
             if server is None:
@@ -180,13 +191,15 @@ class StorageSCP:
             self._server = self._tls_server = None
             for listener in servers:
                 listener.shutdown()
-            # Only established associations can have a handler running. A connection
-            # still waiting for its A-ASSOCIATE-RQ (a port probe, say) keeps its thread
-            # until the ACSE timeout but stores nothing, so stop() does not wait for it.
-            established = [item for listener in servers for item in listener.active_associations]
-            established = [item for item in established if item.is_established]
-            _join_all(established, STOP_GRACE_PERIOD_S)
-            remaining = [item for item in established if item.is_established]
+            open_count = len(_established_associations(servers))
+            if open_count:
+                logger.info(
+                    "DIMSE gateway stopped listening; waiting up to %g s for %d open "
+                    "association(s) to be released",
+                    grace_period_s,
+                    open_count,
+                )
+            remaining = _wait_for_release(servers, grace_period_s)
             for association in remaining:
                 association.abort()
             _join_all(remaining, STOP_GRACE_PERIOD_S)
@@ -220,6 +233,33 @@ class StorageSCP:
         if self._spool_tempdir is not None and tempfile.tempdir == self._spool_tempdir:
             tempfile.tempdir = self._previous_tempdir
         self._spool_tempdir = None
+
+
+def _established_associations(servers: Sequence[ThreadedAssociationServer]) -> list[Association]:
+    """Return the established associations of ``servers``.
+
+    Only established associations can have a handler running. A connection still
+    waiting for its A-ASSOCIATE-RQ (a port probe, say) keeps its thread until the ACSE
+    timeout but stores nothing, so stop() does not wait for it.
+    """
+    associations = [item for server in servers for item in server.active_associations]
+    return [item for item in associations if item.is_established]
+
+
+def _wait_for_release(
+    servers: Sequence[ThreadedAssociationServer], timeout_s: float
+) -> list[Association]:
+    """Wait until no association is established or ``timeout_s`` passed; return the rest.
+
+    The list is read again on each pass, so an association whose negotiation completed
+    after the listener closed is waited for too.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        established = _established_associations(servers)
+        if not established or time.monotonic() >= deadline:
+            return established
+        time.sleep(STOP_POLL_INTERVAL_S)
 
 
 def _join_all(threads: Sequence[threading.Thread], timeout_s: float) -> None:

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from noctis_common.audit_http import note_audit_details
+from noctis_common.auth import Principal, authenticate_request, require_scope
+from noctis_common.auth_restrictions import referring_physician_condition
 from noctis_common.context import ArchiveContext
 from noctis_common.logs import phi
-from noctis_common.query import InvalidQueryError
+from noctis_common.query import InvalidQueryError, Query
+from noctis_common.roles import Scope
 from noctis_common.web import Context, dicomweb_base_url
 from noctis_qido.defaults import TargetResource
 from noctis_qido.parse import SearchRequestError, parse_search_request
@@ -25,7 +30,15 @@ from noctis_qido.render import render_search_results
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(require_scope(Scope.SEARCH))])
+
+
+def restrict_query(query: Query, principal: Principal) -> Query:
+    """Limit ``query`` to the studies ``principal`` may see (referring physicians)."""
+    condition = referring_physician_condition(principal)
+    if condition is None:
+        return query
+    return replace(query, extra_conditions=(*query.extra_conditions, condition))
 
 
 def _search(
@@ -47,12 +60,16 @@ def _search(
             study_instance_uid=study_instance_uid,
             series_instance_uid=series_instance_uid,
         )
-        page = search_index(context.database, search.query)
+        principal = authenticate_request(request)
+        page = search_index(context.database, restrict_query(search.query, principal))
     except SearchRequestError as error:
         return _reject(context, target, client, error.status_code, error.message)
     except InvalidQueryError as error:
         return _reject(context, target, client, 400, str(error))
 
+    note_audit_details(
+        request.state, study_instance_uids=[match.study_instance_uid for match in page.matches]
+    )
     response = render_search_results(page, search, dicomweb_base_url(request, context.settings))
     logger.info(
         "search for %s from %s: %d matches%s, keys %s, offset %d, %.0f ms",

@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
+from noctis_common.audit import patients_of_studies
+from noctis_common.audit_http import note_audit_details
+from noctis_common.auth import require_scope
 from noctis_common.deletion import (
     DeletionResult,
     DeletionTargetNotFoundError,
@@ -23,12 +26,13 @@ from noctis_common.deletion import (
     delete_series,
     delete_study,
 )
+from noctis_common.roles import Scope
 from noctis_common.uids import InvalidUIDError, validate_uid
 from noctis_common.web import Context
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["DELETE"])
+router = APIRouter(tags=["DELETE"], dependencies=[Depends(require_scope(Scope.DELETE))])
 
 SERIES_PATH = "/studies/{study_instance_uid}/series/{series_instance_uid}"
 INSTANCE_PATH = SERIES_PATH + "/instances/{sop_instance_uid}"
@@ -51,6 +55,12 @@ def _run_deletion(
     context: Context, request: Request, description: str, deletion: Callable[[], DeletionResult]
 ) -> Response:
     """Run ``deletion`` and map its outcome to 204, 404 or 503."""
+    # The audit record names the patient, which the index cannot look up once the
+    # study is deleted.
+    study_instance_uid = request.path_params.get("study_instance_uid", "")
+    note_audit_details(
+        request.state, patients=patients_of_studies(context.database, [study_instance_uid])
+    )
     try:
         result = deletion()
     except DeletionTargetNotFoundError as error:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from noctis_common.audit_http import note_audit_details
+from noctis_common.auth import require_scope
+from noctis_common.roles import Scope
 from noctis_common.web import Context, dicomweb_base_url
 from noctis_stow.receive import ReceivedPart, discard_parts, receive_parts
 from noctis_stow.request import StowRequestError, parse_store_request
@@ -22,7 +25,7 @@ from noctis_stow.store import StoreOutcome, store_parts
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(require_scope(Scope.STORE))])
 
 # Failed parts logged one by one per request; the rest are counted in the summary line.
 MAX_LOGGED_FAILURES = 10
@@ -97,6 +100,11 @@ async def store_instances(
         outcome, dicomweb_base_url(request, settings), store_request.response_media_type
     )
     _log_outcome(client, store_request.study_instance_uid, parts, outcome, response.status_code)
+    note_audit_details(
+        request.state,
+        study_instance_uids=[part.instance.study_instance_uid for part in outcome.stored],
+        number_of_instances=len(outcome.stored),
+    )
     return response
 
 

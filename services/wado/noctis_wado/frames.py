@@ -27,6 +27,7 @@ from noctis_common.dicom.frame_index import (
     read_frame_layout,
     save_frame_layout,
 )
+from noctis_common.metrics import STORAGE_ERRORS
 from noctis_common.storage import ObjectStore, StorageError
 from noctis_wado.accept import MediaRange, Offer, describe_offers, select_offer
 from noctis_wado.errors import (
@@ -194,6 +195,8 @@ def _stream_parts(
                 for description, content in contents:
                     yield content_type, _read_part(handle, content, instance, description)
         except (StoredObjectError, StorageError) as error:
+            if isinstance(error, StorageError):
+                STORAGE_ERRORS.labels(operation="read").inc()
             raise ResponseAbortedError(
                 f"opening {instance.object_key} of instance {instance.sop_instance_uid} "
                 f"failed, so the response was cut off: {error}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
+from noctis_common.metrics import STORAGE_ERRORS
 from noctis_common.storage import ObjectNotFoundError, ObjectStore, StorageError
 from noctis_wado.accept import MediaRange, describe_offers, select_offer
 from noctis_wado.errors import NotAcceptableError, ResponseAbortedError, StoredObjectError
@@ -53,6 +54,8 @@ def _stream_object(store: ObjectStore, instance: StoredInstance) -> Iterator[byt
     try:
         yield from store.iter_range(instance.object_key, 0, None)
     except (ObjectNotFoundError, StorageError) as error:
+        if isinstance(error, StorageError):
+            STORAGE_ERRORS.labels(operation="read").inc()
         raise ResponseAbortedError(
             f"reading stored object {instance.object_key} of instance "
             f"{instance.sop_instance_uid} failed, so the response was cut off: {error}"
@@ -70,6 +73,7 @@ def check_object_present(store: ObjectStore, instance: StoredInstance) -> None:
             "lists it; restore the object or delete the instance"
         ) from error
     except StorageError as error:
+        STORAGE_ERRORS.labels(operation="read").inc()
         raise StoredObjectError(
             f"reading the stored object of instance {instance.sop_instance_uid} "
             f"({instance.object_key}) failed: {error}; retry later",

@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from noctis_common.auth import require_scope
+from noctis_common.auth_restrictions import hide_studies_of_others
+from noctis_common.roles import Scope
 from noctis_common.web import Context, dicomweb_base_url
 from noctis_wado.accept import parse_accept
 from noctis_wado.bulkdata import bulkdata_response, parse_bulkdata_path
@@ -46,7 +49,15 @@ from noctis_wado.rendered import (
 from noctis_wado.retrieve import instances_response, select_instance_targets
 
 logger = logging.getLogger(__name__)
-router = APIRouter(tags=["WADO-RS"])
+# Browsers open rendered images and thumbnails as plain links, which cannot carry an
+# Authorization header, so the token may also come as the access_token parameter.
+router = APIRouter(
+    tags=["WADO-RS"],
+    dependencies=[
+        Depends(require_scope(Scope.RETRIEVE, query_token=True)),
+        Depends(hide_studies_of_others),
+    ],
+)
 
 AcceptHeader = Annotated[str | None, Header()]
 IfNoneMatchHeader = Annotated[str | None, Header()]

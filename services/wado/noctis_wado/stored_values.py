@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag, Tag
 
 from noctis_common.dicom.json_model import BULK_DATA_THRESHOLD_BYTES, PIXEL_DATA_TAGS
+from noctis_common.metrics import STORAGE_ERRORS
 from noctis_common.storage import ObjectNotFoundError, ObjectStore, StorageError
 from noctis_wado.errors import ResourceNotFoundError, StoredObjectError
 from noctis_wado.lookup import StoredInstance
@@ -128,6 +129,7 @@ def open_object(store: ObjectStore, instance: StoredInstance) -> BinaryIO:
             "the index lists it; restore the object or delete the instance"
         ) from error
     except StorageError as error:
+        STORAGE_ERRORS.labels(operation="read").inc()
         raise StoredObjectError(
             f"reading {_stored_object_message(instance)} failed: {error}; retry later",
             unavailable=True,
@@ -137,8 +139,6 @@ def open_object(store: ObjectStore, instance: StoredInstance) -> BinaryIO:
 @contextmanager
 def open_stored_dataset(store: ObjectStore, instance: StoredInstance) -> Iterator[StoredDataset]:
     """Open and parse the stored object of ``instance`` for the duration of the block."""
-    # NOTE: with the S3 backend, store.open reads the whole object into memory, so
-    # frames and bulk data of large objects cost their full size there.
     with open_object(store, instance) as handle:
         deflated = instance.transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
         try:

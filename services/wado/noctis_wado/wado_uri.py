@@ -17,9 +17,12 @@ import logging
 import math
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from noctis_common.auth import require_scope
+from noctis_common.auth_restrictions import hide_studies_of_others
+from noctis_common.roles import Scope
 from noctis_common.web import Context
 from noctis_wado.errors import BadRequestError, NotAcceptableError
 from noctis_wado.frames import parse_frame_list
@@ -39,7 +42,14 @@ from noctis_wado.retrieve import check_object_present
 from noctis_wado.transcode import instance_offers, transcoded_instance
 
 logger = logging.getLogger(__name__)
-router = APIRouter(tags=["WADO-URI"])
+# WADO-URI links are opened by browsers, so the token may come as access_token too.
+router = APIRouter(
+    tags=["WADO-URI"],
+    dependencies=[
+        Depends(require_scope(Scope.RETRIEVE, query_token=True)),
+        Depends(hide_studies_of_others),
+    ],
+)
 
 WADO_URI_PATH = "/wado"
 SUPPORTED_CONTENT_TYPES = (DICOM, *RENDERED_MEDIA_TYPES)

@@ -70,6 +70,9 @@ class Query:
     multiple_value_matching: bool = False
     offset: int = 0
     limit: int | None = None
+    # Conditions on the index tables that every match must also meet, such as the
+    # referring physician restriction of noctis_common.auth_restrictions.
+    extra_conditions: tuple[ColumnElement[bool], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ def _plan(query: Query, dialect_name: str) -> _Plan:
         fuzzy_matching=query.fuzzy_matching,
         multiple_value_matching=query.multiple_value_matching,
     )
-    conditions = []
+    conditions = list(query.extra_conditions)
     returned = set(query.return_tags)
     for tag, value in query.match_keys:
         if tag == SPECIFIC_CHARACTER_SET_TAG:

@@ -36,5 +36,8 @@ class ObjectStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def check(self) -> None:
+        """Raise :class:`StorageError` unless the store can be read and written now."""
+
     def delete(self, key: str) -> None:
         """Delete the object; deleting a missing key is not an error."""

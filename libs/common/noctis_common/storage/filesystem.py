@@ -86,6 +86,18 @@ class FileSystemObjectStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def check(self) -> None:
+        """Raise :class:`StorageError` unless the root folder exists and is writable."""
+        if not self.root.is_dir():
+            raise StorageError(
+                f"object store folder {self.root} is missing; restore it or fix NOCTIS_DATA_DIR"
+            )
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageError(
+                f"object store folder {self.root} is not writable (read-only filesystem or "
+                "permissions); make it writable for this process"
+            )
+
     def delete(self, key: str) -> None:
         try:
             self._path(key).unlink()

@@ -1,0 +1,169 @@
+"""Audit records of HTTP requests: one per request to a route that needs a scope.
+
+:class:`AuditMiddleware` sees each request end, refused ones included, and records who
+made it (the principal that :mod:`noctis_common.auth` put in the request state), from
+which address, the path, the query string, the outcome from the status code, and the
+studies concerned: the ``study_instance_uid`` path parameter, WADO-URI's ``studyUID``,
+and whatever the handler added with :func:`note_audit_details` (the matches of a search,
+the studies of a store request). The record is journaled after the response has been
+sent, so it costs the client no time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from noctis_common.audit import (
+    AuditEvent,
+    AuditEventType,
+    AuditPatient,
+    AuditTrail,
+    outcome_of_http_status,
+)
+from noctis_common.auth import ACCESS_TOKEN_PARAMETER, Principal
+from noctis_common.roles import Scope as TokenScope
+
+logger = logging.getLogger(__name__)
+
+MAX_UID_LENGTH = 64
+EVENT_TYPES = {
+    TokenScope.SEARCH: AuditEventType.QUERY,
+    TokenScope.RETRIEVE: AuditEventType.RETRIEVE,
+    TokenScope.STORE: AuditEventType.STORE,
+    TokenScope.DELETE: AuditEventType.DELETE,
+    TokenScope.ADMIN: AuditEventType.ADMIN,
+    TokenScope.REPORT: AuditEventType.REPORT_READ,
+    TokenScope.SIGN: AuditEventType.REPORT_SIGN,
+}
+
+
+class _State:
+    """Request state attributes, read from a scope after the app has run."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def get(self, name: str) -> Any:
+        return self.values.get(name)
+
+
+def note_audit_details(
+    state: Any,
+    *,
+    study_instance_uids: Iterable[str] = (),
+    patients: Iterable[AuditPatient] = (),
+    number_of_instances: int | None = None,
+    event_type: AuditEventType | None = None,
+) -> None:
+    """Add what a handler learned to the audit record of its request.
+
+    ``state`` is ``request.state``. Study UIDs are added to those already noted.
+    """
+    noted: list[str] = list(getattr(state, "audit_study_instance_uids", None) or [])
+    noted.extend(study_instance_uids)
+    state.audit_study_instance_uids = noted
+    noted_patients: list[AuditPatient] = list(getattr(state, "audit_patients", None) or [])
+    noted_patients.extend(patients)
+    state.audit_patients = noted_patients
+    if number_of_instances is not None:
+        state.audit_number_of_instances = number_of_instances
+    if event_type is not None:
+        state.audit_event_type = event_type
+
+
+def _query_without_token(query_string: bytes) -> str:
+    text = query_string.decode("latin-1")
+    if ACCESS_TOKEN_PARAMETER not in text:
+        return text
+    kept = [item for item in text.split("&") if not item.startswith(ACCESS_TOKEN_PARAMETER + "=")]
+    return "&".join(kept)
+
+
+def _study_uids(scope: Scope, state: _State) -> tuple[str, ...]:
+    uids: list[str] = []
+    path_uid = scope.get("path_params", {}).get("study_instance_uid")
+    if isinstance(path_uid, str):
+        uids.append(path_uid)
+    if scope.get("path") == "/wado":
+        for item in scope.get("query_string", b"").decode("latin-1").split("&"):
+            name, _, value = item.partition("=")
+            if name == "studyUID" and value:
+                uids.append(value)
+    uids.extend(state.get("audit_study_instance_uids") or [])
+    return tuple(uid for uid in dict.fromkeys(uids) if 0 < len(uid) <= MAX_UID_LENGTH)
+
+
+def audit_event_of_request(scope: Scope, status_code: int) -> AuditEvent | None:
+    """Return the audit event of a finished request, or None when its route needs no scope."""
+    state = _State(scope.get("state") or {})
+    required_scope = state.get("required_scope")
+    if required_scope is None:
+        return None
+    principal: Principal | None = state.get("principal")
+    client = scope.get("client")
+    client_address = str(client[0]) if client else ""
+    event_type = state.get("audit_event_type") or EVENT_TYPES.get(
+        required_scope, AuditEventType.ADMIN
+    )
+    description = state.get("audit_outcome_description") or f"HTTP {status_code}"
+    return AuditEvent(
+        event_type=event_type,
+        outcome=outcome_of_http_status(status_code),
+        user_id=principal.subject if principal is not None else "unauthenticated",
+        user_name=principal.username if principal is not None else "",
+        user_roles=tuple(sorted(principal.roles)) if principal is not None else (),
+        client_address=client_address,
+        session_id=principal.token_id if principal is not None else "",
+        service="wado-uri" if scope.get("path") == "/wado" else "http",
+        request=f"{scope.get('method', '')} {scope.get('path', '')}",
+        query=_query_without_token(scope.get("query_string", b"")),
+        outcome_description=description,
+        study_instance_uids=_study_uids(scope, state),
+        patients=tuple(state.get("audit_patients") or ()),
+        number_of_instances=state.get("audit_number_of_instances"),
+    )
+
+
+class AuditMiddleware:
+    """Records an audit event for every request that reached a scope-protected route."""
+
+    def __init__(self, app: ASGIApp, trail_of_app: Any) -> None:
+        self.app = app
+        # Returns the AuditTrail of the running app, or None before start-up.
+        self.trail_of_app = trail_of_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})
+        status_code = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            self._record(scope, status_code)
+
+    def _record(self, scope: Scope, status_code: int) -> None:
+        try:
+            event = audit_event_of_request(scope, status_code)
+            trail: AuditTrail | None = self.trail_of_app()
+        except Exception:
+            logger.exception("building the audit record of %s failed", scope.get("path"))
+            return
+        if event is None:
+            return
+        if trail is None:
+            logger.error("no audit trail to record %s %s", scope.get("method"), scope.get("path"))
+            return
+        trail.record(event)

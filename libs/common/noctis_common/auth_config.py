@@ -1,0 +1,88 @@
+"""Checks of the access control settings, run when :class:`Settings` is built.
+
+The secure default: with ``NOCTIS_AUTH_MODE=off`` the HTTP listener must bind a
+loopback address, so an archive without authentication is reachable from this machine
+only. A process configured otherwise fails at start-up, before it binds anything, with
+a message that says how to configure authentication.
+
+The rule covers the HTTP listener (DICOMweb, WADO-URI, the admin APIs, and the metrics
+port, which shares ``http_host``). The DIMSE listener does not use tokens: its peer list
+decides what each calling AE title may do, whatever the auth mode.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+from noctis_common.roles import ROLE_NAMES
+
+if TYPE_CHECKING:
+    from noctis_common.settings import Settings
+
+LOCALHOST_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+class InsecureConfigurationError(ValueError):
+    """The settings would expose patient data without authentication, or cannot work."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """Return whether ``host`` (an address or host name) is on the loopback interface.
+
+    Host names other than ``localhost`` count as not loopback, because they can
+    resolve to any address.
+    """
+    name = host.strip().strip("[]").lower()
+    if name in LOCALHOST_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_role_mapping(text: str) -> dict[str, str]:
+    """Parse ``provider_role=noctis_role`` pairs separated by commas.
+
+    Raises :class:`InsecureConfigurationError` naming a pair without ``=`` or a Noctis
+    role that does not exist.
+    """
+    mapping: dict[str, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        provider_role, separator, noctis_role = item.partition("=")
+        provider_role, noctis_role = provider_role.strip(), noctis_role.strip()
+        if not separator or not provider_role or not noctis_role:
+            raise InsecureConfigurationError(
+                f"invalid NOCTIS_AUTH_ROLE_MAPPING entry {item.strip()!r}: write "
+                "provider_role=noctis_role pairs separated by commas, such as "
+                "'pacs-radiologist=radiologist'"
+            )
+        if noctis_role not in ROLE_NAMES:
+            raise InsecureConfigurationError(
+                f"invalid NOCTIS_AUTH_ROLE_MAPPING entry {item.strip()!r}: {noctis_role!r} "
+                f"is no Noctis role; use one of {', '.join(sorted(ROLE_NAMES))}"
+            )
+        mapping[provider_role] = noctis_role
+    return mapping
+
+
+def check_auth_settings(settings: Settings) -> None:
+    """Raise :class:`InsecureConfigurationError` for unsafe or incomplete auth settings."""
+    if settings.auth_mode == "off" and not is_loopback_host(settings.http_host):
+        raise InsecureConfigurationError(
+            f"refusing to start: NOCTIS_AUTH_MODE=off serves patient data without "
+            f"authentication, and NOCTIS_HTTP_HOST={settings.http_host} is not a loopback "
+            "address. Either set NOCTIS_AUTH_MODE=internal and create the first "
+            "administrator with `python -m noctis_auth create-admin`, or set "
+            "NOCTIS_AUTH_MODE=oidc with NOCTIS_AUTH_ISSUER (and NOCTIS_AUTH_JWKS_URL) of "
+            "your OpenID Connect provider, or bind NOCTIS_HTTP_HOST=127.0.0.1"
+        )
+    if settings.auth_mode == "oidc" and not settings.auth_issuer:
+        raise InsecureConfigurationError(
+            "NOCTIS_AUTH_MODE=oidc needs NOCTIS_AUTH_ISSUER, the issuer URL of the OpenID "
+            "Connect provider (for Keycloak: https://HOST/realms/REALM)"
+        )
+    parse_role_mapping(settings.auth_role_mapping)

@@ -1,0 +1,1 @@
+"""noctis_events"""
