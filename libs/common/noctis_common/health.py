@@ -10,7 +10,7 @@ service needs for its work, each in its own thread and bounded by
   ``check()`` when it has one, else a topic list request to the brokers. Without Kafka
   the report leaves the broker out.
 
-A failing *required* dependency makes readiness answer 503 with a JSON body that names
+A failing *required* dependency makes readiness return 503 with a JSON body that names
 it. An *optional* one is reported in the body but keeps the service ready. The broker
 is optional for services that store instances: while it is down, events wait in the
 outbox and ingest goes on, so taking them out of the load balancer would stop ingest
@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
@@ -111,6 +111,14 @@ class ReadinessReport:
         return {"status": status, "failing": self.failing, "dependencies": dependencies}
 
 
+@dataclass
+class _CheckRun:
+    """One run of a dependency check; ``done`` is set once ``error`` contains its outcome."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None
+
+
 class _BoundedCheck:
     """Runs one dependency check in a daemon thread and waits for it at most a timeout.
 
@@ -122,35 +130,32 @@ class _BoundedCheck:
         self.dependency = dependency
         self.function = function
         self._lock = threading.Lock()
-        self._done: threading.Event | None = None
-        self._error: str | None = None
+        self._run: _CheckRun | None = None
 
-    def start(self) -> threading.Event:
+    def start(self) -> _CheckRun:
+        """Start a run, or return the one still running."""
         with self._lock:
-            if self._done is None or self._done.is_set():
-                done = threading.Event()
-                self._done = done
+            if self._run is None or self._run.done.is_set():
+                run = _CheckRun()
+                self._run = run
                 threading.Thread(
-                    target=self._run, args=(done,), name=f"ready-{self.dependency}", daemon=True
+                    target=self._execute, args=(run,), name=f"ready-{self.dependency}", daemon=True
                 ).start()
-            return self._done
+            return self._run
 
-    def _run(self, done: threading.Event) -> None:
+    def _execute(self, run: _CheckRun) -> None:
         try:
             self.function()
-            error = None
         except Exception as exception:
-            error = describe_error(exception)
-        with self._lock:
-            self._error = error
-        done.set()
+            run.error = describe_error(exception)
+        run.done.set()
 
-    def result(self, done: threading.Event, timeout_s: float) -> str | None:
-        """Return ``None`` when the check passed, else what failed."""
-        if not done.wait(timeout_s):
+    @staticmethod
+    def result(run: _CheckRun, timeout_s: float) -> str | None:
+        """Return ``None`` when the run passed, else what failed."""
+        if not run.done.wait(timeout_s):
             return f"check timed out after {timeout_s:g} s"
-        with self._lock:
-            return self._error
+        return run.error
 
 
 def describe_error(error: BaseException) -> str:
@@ -190,8 +195,8 @@ class ReadinessProbe:
         """Run every check at once and wait for them, each at most ``timeout_s``."""
         started = [(check, required, check.start()) for check, required in self._checks]
         statuses = []
-        for check, required, done in started:
-            error = check.result(done, self.timeout_s)
+        for check, required, run in started:
+            error = check.result(run, self.timeout_s)
             self._log_change(check.dependency, error)
             statuses.append(DependencyStatus(check.dependency, required, error))
         return ReadinessReport(tuple(statuses), shutting_down=self.shutting_down)
