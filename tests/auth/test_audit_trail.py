@@ -128,6 +128,17 @@ def test_delete_is_recorded_with_patient(
     assert record["patients"][0]["patient_id"] == stored_study.patient_id
 
 
+def test_retrieve_before_delete_keeps_patient(
+    auth_client: TestClient, stored_study: StoredStudy, admin_token: str
+) -> None:
+    url = f"/dicom-web/studies/{stored_study.study_instance_uid}"
+    assert auth_client.get(f"{url}/metadata", headers=bearer(admin_token)).status_code == 200
+    assert auth_client.delete(url, headers=bearer(admin_token)).status_code == 204
+
+    (record,) = _records(auth_client, admin_token, event_type="retrieve")
+    assert record["patients"][0]["patient_id"] == stored_study.patient_id
+
+
 def test_refusals_are_recorded_as_failures(
     auth_client: TestClient, signing_key: SigningKey, admin_token: str
 ) -> None:
@@ -188,6 +199,30 @@ def test_invalid_search_filter_is_rejected(auth_client: TestClient, admin_token:
     )
     assert response.status_code == 400
     assert "ISO 8601" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        (AUDIT_RECORDS, {"offset": str(2**64)}),
+        (AUDIT_RECORDS, {"offset": "\u00b2"}),
+        (AUDIT_RECORDS, {"limit": "\u00b2"}),
+        (AUDIT_RECORDS, {"outcome": "\u00b2"}),
+        ("/audit/export", {"offset": str(2**64)}),
+    ],
+    ids=["huge-offset", "superscript-offset", "superscript-limit", "superscript-outcome", "export"],
+)
+def test_out_of_range_filter_is_rejected(
+    auth_client: TestClient, admin_token: str, path: str, params: dict[str, str]
+) -> None:
+    response = auth_client.get(path, params=params, headers=bearer(admin_token))
+    assert response.status_code == 400
+    assert "invalid" in response.json()["detail"]
+
+
+def test_huge_record_id_is_not_found(auth_client: TestClient, admin_token: str) -> None:
+    response = auth_client.get(f"{AUDIT_RECORDS}/{2**64}/message", headers=bearer(admin_token))
+    assert response.status_code == 404
 
 
 def test_export_validates_against_schema(

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from fastapi.testclient import TestClient
 
@@ -18,6 +19,7 @@ from noctis_common.roles import Role
 from noctis_common.settings import Settings
 from tests.auth.conftest import StoredStudy, archive_app
 from tests.auth.support import ISSUER, KeyServer, SigningKey, bearer, make_token, serving_keys
+from tests.support import free_port
 
 STUDIES = "/dicom-web/studies"
 
@@ -48,6 +50,21 @@ def test_missing_token_gets_bare_challenge(auth_client: TestClient) -> None:
 def test_non_bearer_scheme_is_rejected(auth_client: TestClient) -> None:
     response = auth_client.get(STUDIES, headers={"Authorization": "Basic dXNlcjpwYXNz"})
     _assert_invalid_token(response.status_code, response.headers["www-authenticate"], "Bearer")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [{"alg": "\u2603"}, {"alg": "ES256", "crit": ["a\r\nX-Injected: 1"]}],
+    ids=["snowman-algorithm", "line-break-in-crit"],
+)
+def test_odd_token_header_gets_ascii_challenge(
+    auth_client: TestClient, header: dict[str, object]
+) -> None:
+    token = f"{_base64url(json.dumps(header).encode())}.e30.AAAA"
+    response = auth_client.get(STUDIES, headers=bearer(token))
+    challenge = response.headers["www-authenticate"]
+    _assert_invalid_token(response.status_code, challenge, "error_description")
+    assert all(" " <= character <= "~" for character in challenge)
 
 
 def test_expired_token_is_rejected(auth_client: TestClient, signing_key: SigningKey) -> None:
@@ -189,6 +206,25 @@ def test_unknown_key_ids_refresh_at_limited_rate(tmp_path: Path) -> None:
                 assert server.requests == 2
         finally:
             context.close()
+
+
+def test_unreachable_key_set_gives_503(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        auth_mode="internal",
+        auth_issuer=ISSUER,
+        auth_jwks_url=f"http://127.0.0.1:{free_port()}/jwks",
+    )
+    context = ArchiveContext.create(settings)
+    try:
+        with TestClient(archive_app(context)) as client:
+            token = make_token(SigningKey.generate("ES256"), roles=(Role.RADIOLOGIST,))
+            response = client.get(STUDIES, headers=bearer(token))
+    finally:
+        context.close()
+    assert response.status_code == 503
+    assert "Retry-After" in response.headers
+    assert "retry later" in response.json()["detail"]
 
 
 def test_token_in_query_opens_wado_uri_link(

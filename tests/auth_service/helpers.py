@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -146,14 +148,35 @@ def redirect_parameters(response: httpx.Response) -> dict[str, str]:
     return {name: values[0] for name, values in query.items()}
 
 
+CSRF_FIELD_PATTERN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token_of(page: httpx.Response) -> str:
+    """Return the CSRF token in the hidden field of a login form page."""
+    match = CSRF_FIELD_PATTERN.search(page.text)
+    assert match is not None, f"no csrf_token field in: {page.text[:300]}"
+    return html.unescape(match.group(1))
+
+
+def open_login_form(client: TestClient, pkce: Pkce, **overrides: str) -> str:
+    """GET the login form as a browser does; return its CSRF token (the client keeps the cookie)."""
+    page = client.get("/auth/authorize", params=authorization_parameters(pkce, **overrides))
+    assert page.status_code == 200, f"{page.status_code}: {page.text[:300]}"
+    return csrf_token_of(page)
+
+
 def log_in_on_page(
     client: TestClient, pkce: Pkce, username: str, password: str = PASSWORD, **overrides: str
 ) -> httpx.Response:
-    """Submit the login form of the authorization endpoint; return the response."""
+    """Open the login form of the authorization endpoint, submit it, return the response."""
+    # prompt=login shows the form even to a browser with a login session.
+    overrides = {"prompt": "login", **overrides}
+    csrf_token = open_login_form(client, pkce, **overrides)
     response: httpx.Response = client.post(
         "/auth/authorize",
         data={
             **authorization_parameters(pkce, **overrides),
+            "csrf_token": csrf_token,
             "username": username,
             "password": password,
         },

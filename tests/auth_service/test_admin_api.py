@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from sqlalchemy import select
 
 from noctis_common.audit import AuditEventType
 from noctis_common.db.models import AuditRecord
+from tests.auth_service.conftest import auth_settings, running_auth_app
 from tests.auth_service.helpers import (
     PASSWORD,
     AuthApp,
@@ -256,3 +258,31 @@ def test_logins_are_audited(admin_app: AuthApp) -> None:
     outcomes = sorted((record.user_id, record.outcome) for record in records)
     assert outcomes == [("(unknown username)", 4), ("admin", 0), ("admin", 4)]
     assert all("my secret password" not in str(vars(record)) for record in records)
+
+
+def test_refused_admin_request_names_missing_scope(admin_app: AuthApp) -> None:
+    create_user(admin_app.service, "rad", ["radiologist"])
+    rad_token = password_login(admin_app.client, "rad").json()["access_token"]
+    response = call(admin_app, "GET", "/auth/admin/users", None, rad_token)
+    assert response.json()["missing_scope"] == "admin"
+    assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+    audit = admin_app.context.audit
+    assert audit is not None
+    audit.flush()
+    with admin_app.context.database.read_session() as session:
+        record = session.scalars(
+            select(AuditRecord).where(
+                AuditRecord.user_id == "rad",
+                AuditRecord.event_type == AuditEventType.ADMIN.value,
+            )
+        ).one()
+    assert record.outcome_description == "HTTP 403: missing scope admin"
+
+
+def test_admin_api_needs_token_with_auth_off(tmp_path: Path) -> None:
+    for running in running_auth_app(auth_settings(tmp_path / "var", auth_mode="off")):
+        create_user(running.service, "admin", ["administrator"])
+        assert running.client.get("/auth/admin/users").status_code == 401
+        token = password_login(running.client, "admin").json()["access_token"]
+        listed = running.client.get("/auth/admin/users", headers=bearer(token))
+        assert listed.status_code == 200

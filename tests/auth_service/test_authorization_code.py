@@ -18,6 +18,7 @@ from tests.auth_service.helpers import (
     create_client,
     create_user,
     create_viewer_client,
+    csrf_token_of,
     exchange_code,
     log_in_on_page,
     redirect_parameters,
@@ -183,9 +184,15 @@ def test_omitted_redirect_uri_uses_only_registered(viewer_app: AuthApp) -> None:
     pkce = Pkce.generate()
     parameters = authorization_parameters(pkce)
     del parameters["redirect_uri"]
+    csrf_token = csrf_token_of(viewer_app.client.get("/auth/authorize", params=parameters))
     response = viewer_app.client.post(
         "/auth/authorize",
-        data={**parameters, "username": "rad", "password": "correct horse battery staple"},
+        data={
+            **parameters,
+            "csrf_token": csrf_token,
+            "username": "rad",
+            "password": "correct horse battery staple",
+        },
         follow_redirects=False,
     )
     code = redirect_parameters(response)["code"]

@@ -93,3 +93,42 @@ def test_administrator_can_unlock(auth_app: AuthApp) -> None:
     assert response.status_code == 200
     assert response.json()["locked_until"] is None
     assert password_login(auth_app.client, "rad").status_code == 200
+
+
+def test_locked_owner_gets_same_answer_as_guesser(auth_app: AuthApp) -> None:
+    create_user(auth_app.service, "rad", ["radiologist"])
+    create_user(auth_app.service, "tech", ["technologist"])
+    wrong_password = password_login(auth_app.client, "tech", "not the password")
+    fail_logins(auth_app, "rad", LOCKOUT_THRESHOLD)
+    locked_owner = password_login(auth_app.client, "rad")
+    assert locked_owner.status_code == wrong_password.status_code
+    assert locked_owner.json() == wrong_password.json()
+    assert locked_owner.headers.get("retry-after") is None
+
+
+def alert_of(page: str) -> str:
+    start = page.index('role="alert">')
+    return page[start : page.index("</p>", start)]
+
+
+def test_locked_owner_sees_same_login_page(auth_app: AuthApp) -> None:
+    create_viewer_client(auth_app.service)
+    create_user(auth_app.service, "rad", ["radiologist"])
+    create_user(auth_app.service, "tech", ["technologist"])
+    wrong_password = log_in_on_page(auth_app.client, Pkce.generate(), "tech", "not the password")
+    fail_logins(auth_app, "rad", LOCKOUT_THRESHOLD)
+    locked_owner = log_in_on_page(auth_app.client, Pkce.generate(), "rad")
+    assert locked_owner.status_code == wrong_password.status_code
+    assert alert_of(locked_owner.text) == alert_of(wrong_password.text)
+
+
+def test_unlocked_owner_logs_in_on_page(auth_app: AuthApp) -> None:
+    create_viewer_client(auth_app.service)
+    create_user(auth_app.service, "rad", ["radiologist"])
+    fail_logins(auth_app, "rad", LOCKOUT_THRESHOLD)
+    admin_token = password_login(auth_app.client, "admin").json()["access_token"]
+    unlocked = auth_app.client.patch(
+        "/auth/admin/users/rad", json={"unlock": True}, headers=bearer(admin_token)
+    )
+    assert unlocked.status_code == 200
+    assert log_in_on_page(auth_app.client, Pkce.generate(), "rad").status_code == 303

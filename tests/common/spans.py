@@ -3,7 +3,8 @@
 OpenTelemetry lets a process set its global tracer provider once, so the first test
 that records spans installs one for the rest of the session. Its processor keeps spans
 only while a test holds :func:`recording_spans`, so tests that do not look at spans
-leave nothing behind.
+leave nothing behind. As in the services, :class:`RedactUrlQuery` comes first; tests
+switch its ``log_phi`` through :data:`URL_REDACTION`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from noctis_common.tracing import RedactUrlQuery
+
 
 class GatedSpanProcessor(SimpleSpanProcessor):
     """Exports ended spans to the in-memory exporter while ``recording`` is set."""
@@ -31,6 +34,7 @@ class GatedSpanProcessor(SimpleSpanProcessor):
             super().on_end(span)
 
 
+URL_REDACTION = RedactUrlQuery(log_phi=False)
 _EXPORTER = InMemorySpanExporter()
 _PROCESSOR = GatedSpanProcessor(_EXPORTER)
 _INSTALLED = threading.Lock()
@@ -43,6 +47,7 @@ def _install_provider() -> None:
         if _installed:
             return
         provider = TracerProvider(resource=Resource.create({"service.name": "noctis-tests"}))
+        provider.add_span_processor(URL_REDACTION)
         provider.add_span_processor(_PROCESSOR)
         trace.set_tracer_provider(provider)
         _installed = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import json
+import logging
 import os
 import shutil
 import socket
@@ -92,6 +93,17 @@ def test_identical_resend_is_stored_once(context: ArchiveContext) -> None:
     assert again.duplicate
     assert _count(context, Instance) == 1
     assert len(_object_files(context)) == 1
+
+
+def test_store_logs_no_info_per_instance(
+    context: ArchiveContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    dataset = make_dataset()
+    with caplog.at_level(logging.INFO, logger="noctis_common.archive"):
+        context.archive.store_part10(_spool(context, dataset))
+        context.archive.store_part10(_spool(context, dataset))
+
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []
 
 
 def test_resend_in_other_syntax_is_duplicate(context: ArchiveContext) -> None:
@@ -211,6 +223,7 @@ def test_storage_failure_leaves_nothing(context: ArchiveContext) -> None:
         context.archive.store_part10(_spool(context, make_dataset()))
 
     assert raised.value.reason == FailureReason.OUT_OF_RESOURCES
+    assert raised.value.message.startswith("the object store failed, retry later: ")
     assert _count(context, Instance) == 0
     spooled = [path for path in context.archive.spool_dir.rglob("*") if path.is_file()]
     assert spooled == []

@@ -204,7 +204,7 @@ def test_object_store_failure_counted(
     )
     after = parse_exposition(client.get("/metrics").text)
 
-    assert response.status_code == 409
+    assert response.status_code == 503
     assert value(after, "noctis_storage_errors_total", operation="write") == (
         value(before, "noctis_storage_errors_total", operation="write") + 1
     )
@@ -323,8 +323,9 @@ def test_each_service_counts_after_store(tmp_path: Path) -> None:
     stow = ServiceProcess("stow", "noctis_stow", shared, tmp_path)
     qido = ServiceProcess("qido", "noctis_qido", shared, tmp_path)
     wado = ServiceProcess("wado", "noctis_wado", shared, tmp_path)
+    events = ServiceProcess("events", "noctis_events", shared, tmp_path)
     gateway = dimse_gateway("ingest-scp", shared, tmp_path)
-    services = [stow, qido, wado, gateway]
+    services = [stow, qido, wado, events, gateway]
     try:
         for service in services:
             service.start(wait=False)
@@ -381,6 +382,21 @@ def test_each_service_counts_after_store(tmp_path: Path) -> None:
                 + 1
             )
         )
+        # Every process runs an outbox relay, and whichever relay claims a batch publishes
+        # it, so the two instance.stored events are counted across all processes.
+        published_before = sum(
+            total(before[service.name], "noctis_outbox_events_published_total")
+            for service in services
+        )
+        assert wait_for(
+            lambda: (
+                sum(
+                    total(scrape(service), "noctis_outbox_events_published_total")
+                    for service in services
+                )
+                >= published_before + 2
+            )
+        )
         after = {service.name: scrape(service) for service in services}
     finally:
         for service in services:
@@ -391,6 +407,13 @@ def test_each_service_counts_after_store(tmp_path: Path) -> None:
             before[service.name], name, **labels
         )
 
+    # The events service stores nothing: it counts its requests and reads the outbox depth
+    # from the shared index on each scrape.
+    assert (
+        moved(events, "noctis_http_requests_total", method="GET", route="/metrics", status="200")
+        >= 1
+    )
+    assert ("noctis_outbox_pending_events", frozenset()) in after[events.name]
     for service in (stow, gateway):
         assert moved(service, "noctis_store_instances_total", outcome="stored") == 1, service.name
         assert moved(service, "noctis_store_duration_seconds_count", outcome="stored") == 1

@@ -105,6 +105,30 @@ def test_delete_is_idempotent(store: ObjectStore, tmp_path: Path) -> None:
     assert not store.exists("gone.dcm")
 
 
+def test_list_objects_finds_every_object(store: ObjectStore, tmp_path: Path) -> None:
+    store.put_file("1.2/3.4/5.6.abc.dcm", _source(tmp_path, b"first"))
+    store.put_file("1.2/3.4/5.7.abc.dcm", _source(tmp_path, b"second object"))
+
+    listed = {item.key: item for item in store.list_objects()}
+
+    assert sorted(listed) == ["1.2/3.4/5.6.abc.dcm", "1.2/3.4/5.7.abc.dcm"]
+    assert listed["1.2/3.4/5.6.abc.dcm"].size == 5
+    assert listed["1.2/3.4/5.7.abc.dcm"].size == 13
+    assert listed["1.2/3.4/5.6.abc.dcm"].modified_at.tzinfo is not None
+
+
+def test_list_objects_of_empty_store(store: ObjectStore) -> None:
+    assert list(store.list_objects()) == []
+
+
+def test_filesystem_listing_skips_partial_files(tmp_path: Path) -> None:
+    store = FileSystemObjectStore(tmp_path / "objects")
+    store.put_file("1.2/3.4/5.6.abc.dcm", _source(tmp_path, b"complete"))
+    (store.root / "1.2" / "3.4" / ".5.7.abc.dcm.4242.partial").write_bytes(b"half")
+
+    assert [item.key for item in store.list_objects()] == ["1.2/3.4/5.6.abc.dcm"]
+
+
 def test_filesystem_rejects_key_outside_root(tmp_path: Path) -> None:
     store = FileSystemObjectStore(tmp_path / "objects")
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import REGISTRY
 from pynetdicom import AE
@@ -91,6 +92,40 @@ def stow(client: TestClient, body: bytes, **headers: str) -> httpx.Response:
     return response
 
 
+# The attributes of every publish and process span, in process and through Kafka.
+MESSAGING_ATTRIBUTES = {
+    "messaging.system",
+    "messaging.destination.name",
+    "messaging.message.id",
+    "messaging.operation.type",
+    "messaging.operation.name",
+    "cloudevents.event_type",
+}
+
+
+def messaging_convention_problems(span: ReadableSpan, operation: str, system: str) -> list[str]:
+    """Return how ``span`` departs from the OpenTelemetry messaging span conventions."""
+    attributes = dict(span.attributes or {})
+    problems = [f"no {name}" for name in sorted(MESSAGING_ATTRIBUTES - attributes.keys())]
+    if span.name != f"{operation} {attributes.get('messaging.destination.name')}":
+        problems.append(f"name {span.name!r} is not '{operation} <destination>'")
+    expected_kind = SpanKind.PRODUCER if operation == "publish" else SpanKind.CONSUMER
+    if span.kind != expected_kind:
+        problems.append(f"kind {span.kind} is not {expected_kind}")
+    expected = {
+        "messaging.system": system,
+        "messaging.operation.name": operation,
+        "messaging.operation.type": "send" if operation == "publish" else "process",
+        "cloudevents.event_type": "noctis.instance.stored.v1",
+    }
+    problems += [
+        f"{name} is {attributes.get(name)!r}, not {value!r}"
+        for name, value in expected.items()
+        if attributes.get(name) != value
+    ]
+    return problems
+
+
 # -- STOW-RS to the event consumer ------------------------------------------------------
 
 
@@ -122,6 +157,10 @@ def test_stow_trace_reaches_event_consumer(
     assert store.attributes["dicom.sop_instance_uid"] == dataset.SOPInstanceUID
     assert len(handled) == 1
     event, traceparent = handled[0]
+    assert messaging_convention_problems(publish, "publish", "noctis_in_process") == []
+    assert messaging_convention_problems(process, "process", "noctis_in_process") == []
+    assert publish.attributes is not None
+    assert publish.attributes["messaging.message.id"] == str(event.id)
     assert event.traceparent is not None
     assert traceparent is not None
     assert traceparent.startswith(f"00-{trace_id(request):032x}-{span_id(process):016x}-")
@@ -222,6 +261,15 @@ def test_stow_trace_reaches_kafka_consumer(
     assert parent_id(process) == span_id(publish)
     assert process.kind == SpanKind.CONSUMER
     assert trace_id(process) == trace_id(request)
+    assert messaging_convention_problems(publish, "publish", "kafka") == []
+    assert messaging_convention_problems(process, "process", "kafka") == []
+    assert publish.attributes is not None
+    assert process.attributes is not None
+    assert process.attributes["messaging.message.id"] == publish.attributes["messaging.message.id"]
+    for span in spans.all():
+        exported = span.to_json(indent=None)
+        assert "Doe^Jane" not in exported, exported
+        assert "PID-0001" not in exported, exported
     assert handled[0] is not None
     assert handled[0].startswith(f"00-{trace_id(request):032x}-{span_id(process):016x}-")
 
@@ -439,6 +487,9 @@ class OTLPCollector:
             }
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
+                    span_attributes = {
+                        attribute.key: attribute.value.string_value for attribute in span.attributes
+                    }
                     received.append(
                         {
                             "service.name": attributes.get("service.name", ""),
@@ -446,6 +497,7 @@ class OTLPCollector:
                             "trace_id": span.trace_id.hex(),
                             "span_id": span.span_id.hex(),
                             "parent_span_id": span.parent_span_id.hex(),
+                            "url.query": span_attributes.get("url.query", ""),
                         }
                     )
         with self._lock:
@@ -485,7 +537,10 @@ def test_archive_exports_spans_and_json_logs(collector: OTLPCollector, tmp_path:
             headers={"Content-Type": content_type()},
         )
         assert response.status_code == 200, response.text
+        search = httpx.get(f"{archive.dicomweb_url}/studies", params={"PatientName": "Tracer*"})
+        assert search.status_code == 200, search.text
         assert wait_for(lambda: bool(collector.named("publish instance.stored")))
+        assert wait_for(lambda: bool(collector.named("GET /dicom-web/studies")))
     finally:
         archive.stop()
 
@@ -498,6 +553,7 @@ def test_archive_exports_spans_and_json_logs(collector: OTLPCollector, tmp_path:
     assert commit["parent_span_id"] == store["span_id"]
     assert publish["parent_span_id"] == commit["span_id"]
     assert publish["trace_id"] == request["trace_id"]
+    assert collector.named("GET /dicom-web/studies")[0]["url.query"] == "PatientName=REDACTED"
 
     assert archive.log_path is not None
     log_text = archive.log_path.read_text()

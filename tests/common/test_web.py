@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi import APIRouter, Request
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
 from noctis_common.context import ArchiveContext
 from noctis_common.settings import Settings
@@ -21,6 +22,11 @@ failing_router = APIRouter()
 @failing_router.get("/broken")
 def broken() -> None:
     raise RuntimeError("bug in a handler")
+
+
+@failing_router.get("/index-down")
+def index_down() -> None:
+    raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
 
 
 @pytest.fixture
@@ -45,6 +51,15 @@ def test_cors_header_on_unhandled_error(web_client: TestClient) -> None:
     assert response.status_code == 500
     assert response.headers["access-control-allow-origin"] == "*"
     assert "internal server error" in response.json()["detail"]
+
+
+def test_database_outage_gives_503_with_retry_after(web_client: TestClient) -> None:
+    response = web_client.get("/dicom-web/index-down", headers={"Origin": ORIGIN})
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert "index database failed (OperationalError); retry later" in response.json()["detail"]
 
 
 def test_cors_preflight_allows_stow(web_client: TestClient) -> None:

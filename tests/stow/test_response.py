@@ -33,13 +33,20 @@ def stored_part(number: int, warning_reason: int | None = None) -> StoredPart:
     return StoredPart(number, instance, warning_reason)
 
 
-def failed_part(number: int, message: str = "the dataset cannot be parsed") -> FailedPart:
+def failed_part(
+    number: int,
+    message: str = "the dataset cannot be parsed",
+    reason: FailureReason = FailureReason.CANNOT_UNDERSTAND,
+) -> FailedPart:
     return FailedPart(
         number,
         InstanceUIDs("1.2.840.10008.5.1.4.1.1.2", f"1.2.9.{number}", "1.2.9"),
-        FailureReason.CANNOT_UNDERSTAND,
+        reason,
         message,
     )
+
+
+OUT_OF_RESOURCES = FailureReason.OUT_OF_RESOURCES
 
 
 @pytest.mark.parametrize(
@@ -57,6 +64,16 @@ def failed_part(number: int, message: str = "the dataset cannot be parsed") -> F
             id="some-failed",
         ),
         pytest.param(StoreOutcome(failed=[failed_part(1)]), 409, id="all-failed"),
+        pytest.param(
+            StoreOutcome(failed=[failed_part(1, "index down", OUT_OF_RESOURCES)]),
+            503,
+            id="all-failed-out-of-resources",
+        ),
+        pytest.param(
+            StoreOutcome(failed=[failed_part(1), failed_part(2, "index down", OUT_OF_RESOURCES)]),
+            409,
+            id="all-failed-mixed",
+        ),
     ],
 )
 def test_status_code_from_outcome(outcome: StoreOutcome, status_code: int) -> None:

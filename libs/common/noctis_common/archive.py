@@ -360,7 +360,11 @@ class Archive:
                 marker.unlink(missing_ok=True)
         except StorageError as error:
             STORAGE_ERRORS.labels(operation="write").inc()
-            raise StoreFailedError(FailureReason.OUT_OF_RESOURCES, str(error)) from error
+            # The cause goes first: a C-STORE Error Comment keeps only 64 characters, and
+            # the storage message starts with the object key.
+            raise StoreFailedError(
+                FailureReason.OUT_OF_RESOURCES, f"the object store failed, retry later: {error}"
+            ) from error
         except SQLAlchemyError as error:
             # The database's own message can quote patient data (a duplicated key, say),
             # so only the error class and SQLSTATE are logged and sent back.
@@ -385,7 +389,8 @@ class Archive:
         STORED_BYTES.inc(written.size)
         if self.relay is not None:
             self.relay.notify()
-        logger.info(
+        # DEBUG, because the association or request that stored it logs one INFO summary.
+        logger.debug(
             "stored instance %s of study %s (%s) from %s",
             record.sop_instance_uid,
             record.study_instance_uid,
@@ -483,7 +488,7 @@ class Archive:
             duplicate=True,
         )
         if existing.dataset_sha256 == dataset_sha256 or self._same_elements(existing, dataset):
-            logger.info(
+            logger.debug(
                 "instance %s is already stored with the same content", record.sop_instance_uid
             )
             return stored

@@ -1,13 +1,14 @@
 """The audit trail: who accessed which patient data, from where, when, with what outcome.
 
 Every access is described by an :class:`AuditEvent` and handed to
-:meth:`AuditTrail.record`, which appends it to a journal file and returns. A background
-thread moves journaled events into the ``audit_record`` and ``audit_object`` tables
-every ``NOCTIS_AUDIT_FLUSH_INTERVAL_S`` seconds, so recording costs a request one small
-file write and no database transaction. The journal is the durable queue: events that
-a crashed process left in it are inserted by the next process that flushes the same
-journal folder (:mod:`noctis_common.audit_journal`), and each event's ``record_uid``
-keeps a replayed event from being inserted twice.
+:meth:`AuditTrail.record`, which appends it to a journal file and returns, for stores
+and deletes once the file is synced to disk. A background thread moves journaled
+events into the ``audit_record`` and ``audit_object`` tables every
+``NOCTIS_AUDIT_FLUSH_INTERVAL_S`` seconds, so recording costs a request one small file
+write, for stores and deletes a share of one sync, and no database transaction. The
+journal is the durable queue: events that a crashed process left in it are inserted by
+the next process that flushes the same journal folder (:mod:`noctis_common.audit_journal`),
+and each event's ``record_uid`` keeps a replayed event from being inserted twice.
 
 Who records what:
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from noctis_common.audit_journal import AuditJournal, JournalSegment
@@ -47,6 +49,13 @@ from noctis_common.settings import Settings
 logger = logging.getLogger(__name__)
 
 INSERT_BATCH_SIZE = 500
+# File in the journal folder with the events that the index database rejected.
+REJECTED_FILE = "rejected-audit-events.txt"
+# Maximum characters of the query and of the outcome description that a record keeps,
+# so that one request with a huge query string cannot add its size to the append-only
+# trail.
+MAX_QUERY_LENGTH = 4096
+MAX_DESCRIPTION_LENGTH = 1024
 # Minimum seconds between two log lines about the same kind of audit failure.
 FAILURE_LOG_INTERVAL_S = 60.0
 
@@ -66,6 +75,9 @@ class AuditEventType(StrEnum):
     REPORT_WRITE = "report-write"
     REPORT_SIGN = "report-sign"
 
+
+# Events that are on disk before the change they describe is acknowledged.
+DURABLE_EVENT_TYPES = frozenset({AuditEventType.STORE, AuditEventType.DELETE})
 
 # EventActionCode of each event type (PS3.15 A.5.1): Create, Read, Update, Delete, Execute.
 EVENT_ACTIONS: dict[AuditEventType, str] = {
@@ -204,7 +216,8 @@ def merge_store_events(events: Sequence[AuditEvent]) -> list[AuditEvent]:
 def _patients_of_studies(
     session: Session, study_instance_uids: Iterable[str]
 ) -> dict[str, AuditPatient]:
-    wanted = sorted(set(study_instance_uids))
+    # A UID as a client sent it may contain NUL, which PostgreSQL rejects in parameters.
+    wanted = sorted({uid for uid in study_instance_uids if "\x00" not in uid})
     found: dict[str, AuditPatient] = {}
     for start in range(0, len(wanted), INSERT_BATCH_SIZE):
         rows = session.execute(
@@ -243,6 +256,19 @@ def _existing_record_uids(session: Session, events: Sequence[AuditEvent]) -> set
     return existing
 
 
+def _text(value: str, max_length: int) -> str:
+    """Return ``value`` fit for a text column: NUL replaced, which PostgreSQL rejects."""
+    return value.replace("\x00", "\ufffd")[:max_length]
+
+
+def _cut_text(value: str, max_length: int) -> str:
+    """Return ``value`` cut to ``max_length`` characters, saying how long it was."""
+    if len(value) <= max_length:
+        return _text(value, max_length)
+    note = f" [cut from {len(value)} characters]"
+    return _text(value, max_length - len(note)) + note
+
+
 def _record_row(
     event: AuditEvent, audit_source_id: str, patients_by_study: dict[str, AuditPatient]
 ) -> AuditRecord:
@@ -253,14 +279,14 @@ def _record_row(
             if patient is not None and patient not in patients:
                 patients.append(patient)
     objects = [
-        AuditObject(object_type="study", object_id=uid[:64], object_name="")
+        AuditObject(object_type="study", object_id=_text(uid, 64), object_name="")
         for uid in dict.fromkeys(event.study_instance_uids)
     ]
     objects.extend(
         AuditObject(
             object_type="patient",
-            object_id=patient.patient_id[:64],
-            object_name=patient.patient_name[:324],
+            object_id=_text(patient.patient_id, 64),
+            object_name=_text(patient.patient_name, 324),
         )
         for patient in patients
     )
@@ -270,18 +296,18 @@ def _record_row(
         event_type=event.event_type.value,
         event_action=EVENT_ACTIONS[event.event_type],
         outcome=int(event.outcome),
-        outcome_description=event.outcome_description,
-        user_id=event.user_id[:255],
-        user_name=event.user_name[:255],
-        user_roles=" ".join(event.user_roles)[:255],
-        calling_ae_title=event.calling_ae_title[:16],
-        network_access_point=event.client_address[:64],
-        session_id=event.session_id[:64],
-        service=event.service[:32],
-        request=event.request[:255],
-        query=event.query,
+        outcome_description=_cut_text(event.outcome_description, MAX_DESCRIPTION_LENGTH),
+        user_id=_text(event.user_id, 255),
+        user_name=_text(event.user_name, 255),
+        user_roles=_text(" ".join(event.user_roles), 255),
+        calling_ae_title=_text(event.calling_ae_title, 16),
+        network_access_point=_text(event.client_address, 64),
+        session_id=_text(event.session_id, 64),
+        service=_text(event.service, 32),
+        request=_text(event.request, 255),
+        query=_cut_text(event.query, MAX_QUERY_LENGTH),
         number_of_instances=event.number_of_instances,
-        audit_source_id=audit_source_id[:64],
+        audit_source_id=_text(audit_source_id, 64),
         objects=objects,
     )
 
@@ -315,9 +341,10 @@ class AuditTrail:
         journal_dir: Path,
         audit_source_id: str,
         flush_interval_s: float = 1.0,
+        fsync: bool = True,
     ) -> None:
         self.database = database
-        self.journal = AuditJournal(journal_dir)
+        self.journal = AuditJournal(journal_dir, fsync=fsync)
         self.audit_source_id = audit_source_id
         self.flush_interval_s = flush_interval_s
         self._flush_lock = threading.Lock()
@@ -338,16 +365,22 @@ class AuditTrail:
             settings.audit_journal_dir,
             settings.audit_source_id or settings.ae_title,
             settings.audit_flush_interval_s,
+            settings.audit_journal_fsync,
         )
 
-    def record(self, event: AuditEvent) -> None:
-        """Journal ``event``.
+    def record(self, event: AuditEvent, *, durable: bool | None = None) -> None:
+        """Journal ``event``; a durable one is on disk when this returns.
 
-        A failed journal write is logged and the event kept in memory for the next
-        flush, so recording does not fail the request.
+        ``durable`` defaults to whether the event changes the archive (DURABLE_EVENT_TYPES):
+        callers record those before they acknowledge the change, so that the record of
+        an acknowledged store or delete survives a power loss. A failed journal write is
+        logged and the event kept in memory for the next flush, so recording does not
+        fail the request, but such an event is not durable until that flush.
         """
+        if durable is None:
+            durable = event.event_type in DURABLE_EVENT_TYPES
         try:
-            self.journal.append(event.to_json())
+            self.journal.append(event.to_json(), durable=durable)
         except OSError as error:
             self._log_failure("journal", "writing the audit journal failed: %s", error)
             with self._pending_lock:
@@ -381,7 +414,10 @@ class AuditTrail:
     def flush(self) -> int:
         """Move every journaled event into the index now; return how many were inserted.
 
-        Events whose insert fails stay journaled and are retried by the next flush.
+        Events whose insert fails stay journaled and are retried by the next flush. When
+        the database rejects the batch for its content rather than being unreachable,
+        the events are inserted one by one, and those it still rejects are set aside
+        (:meth:`_set_aside`), so that one bad event cannot hold back the trail.
         """
         with self._flush_lock:
             segments = [*self._retry_segments]
@@ -394,10 +430,14 @@ class AuditTrail:
                 unjournaled, self._unjournaled = self._unjournaled, []
             events = [event for segment in segments for event in self._read(segment)]
             events.extend(unjournaled)
+            merged = merge_store_events(events)
             try:
-                inserted = insert_audit_events(
-                    self.database, merge_store_events(events), self.audit_source_id
-                )
+                try:
+                    inserted = insert_audit_events(self.database, merged, self.audit_source_id)
+                except OperationalError:
+                    raise
+                except SQLAlchemyError:
+                    inserted = self._insert_one_by_one(merged)
             except SQLAlchemyError as error:
                 self._log_failure(
                     "insert",
@@ -413,6 +453,47 @@ class AuditTrail:
             for segment in segments:
                 segment.discard()
             return inserted
+
+    def _insert_one_by_one(self, events: Sequence[AuditEvent]) -> int:
+        """Insert ``events`` each in its own transaction; set aside those rejected.
+
+        Raises OperationalError when the database becomes unreachable meanwhile.
+        """
+        inserted = 0
+        rejected: list[tuple[AuditEvent, SQLAlchemyError]] = []
+        for event in events:
+            try:
+                inserted += insert_audit_events(self.database, [event], self.audit_source_id)
+            except OperationalError:
+                raise
+            except SQLAlchemyError as error:
+                rejected.append((event, error))
+        if rejected:
+            self._set_aside(rejected)
+        return inserted
+
+    def _set_aside(self, rejected: Sequence[tuple[AuditEvent, SQLAlchemyError]]) -> None:
+        """Append events the database rejects to a file for an administrator to inspect.
+
+        The file is ``REJECTED_FILE`` in the journal folder, which no flush reads.
+        """
+        path = self.journal.folder / REJECTED_FILE
+        lines = "".join(event.to_json() + "\n" for event, _ in rejected)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(descriptor, lines.encode("utf-8"))
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        for event, error in rejected:
+            logger.error(
+                "the index database rejected audit record %s (%s, %s): %s; it is kept in %s",
+                event.record_uid,
+                event.event_type.value,
+                event.request,
+                type(error).__name__,
+                path,
+            )
 
     def _read(self, segment: JournalSegment) -> list[AuditEvent]:
         events = []

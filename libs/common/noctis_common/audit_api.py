@@ -46,6 +46,9 @@ DEFAULT_LIMIT = 100
 MAX_SEARCH_LIMIT = 1000
 MAX_EXPORT_LIMIT = 10_000
 XML_MEDIA_TYPE = "application/xml"
+# The largest value of a 64-bit signed integer column (SQLite INTEGER, PostgreSQL
+# BIGINT): a larger offset or record id cannot be bound to a query.
+MAX_INDEX_INTEGER = 2**63 - 1
 Text = Annotated[str | None, Query()]
 
 
@@ -92,7 +95,7 @@ def _parse_outcome(value: str | None) -> tuple[int, ...]:
         return (Outcome.SUCCESS,)
     if value == "failure":
         return (Outcome.MINOR_FAILURE, Outcome.SERIOUS_FAILURE, Outcome.MAJOR_FAILURE)
-    if value.isdigit() and int(value) in set(Outcome):
+    if _is_decimal(value) and int(value) in set(Outcome):
         return (int(value),)
     raise HTTPException(400, f"invalid outcome {value!r}: give success, failure, 0, 4, 8 or 12")
 
@@ -109,7 +112,7 @@ def _parse_event_type(value: str | None) -> str | None:
 def _parse_limit(value: str | None, maximum: int) -> int:
     if value is None:
         return DEFAULT_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= maximum:
+    if not _is_decimal(value) or not 1 <= int(value) <= maximum:
         raise HTTPException(400, f"invalid limit {value!r}: give an integer from 1 to {maximum}")
     return int(value)
 
@@ -117,9 +120,16 @@ def _parse_limit(value: str | None, maximum: int) -> int:
 def _parse_offset(value: str | None) -> int:
     if value is None:
         return 0
-    if not value.isdigit():
-        raise HTTPException(400, f"invalid offset {value!r}: give an integer of 0 or more")
+    if not _is_decimal(value) or int(value) > MAX_INDEX_INTEGER:
+        raise HTTPException(
+            400, f"invalid offset {value!r}: give an integer from 0 to {MAX_INDEX_INTEGER}"
+        )
     return int(value)
+
+
+def _is_decimal(value: str) -> bool:
+    """Return whether ``value`` is ASCII digits only, since ``str.isdigit`` accepts ``²``."""
+    return value.isascii() and value.isdigit()
 
 
 def _has_object(object_type: str, object_id: str) -> Any:
@@ -267,6 +277,8 @@ def search_audit_trail(
 def export_audit_record(request: Request, context: Context, record_id: int) -> Response:
     """Return one record as a DICOM audit message document (PS3.15 A.5.1)."""
     note_audit_details(request.state, event_type=AuditEventType.AUDIT_READ)
+    if not 0 <= record_id <= MAX_INDEX_INTEGER:
+        raise HTTPException(404, f"audit record {record_id} not found")
     if context.audit is not None:
         context.audit.flush()
     with context.database.read_session() as session:

@@ -64,6 +64,9 @@ logger = logging.getLogger(__name__)
 REALM = "noctis"
 ACCESS_TOKEN_PARAMETER = "access_token"  # noqa: S105 (a parameter name, no secret)
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+# Seconds a client should wait before it retries a 503 caused by an unreachable key set.
+# The key set cache retries the fetch at most once a second.
+KEY_SET_RETRY_AFTER_S = 5
 # Roles whose scopes reach every study; a principal holding none of them but the
 # referring physician role sees only the studies that name them.
 RESTRICTED_ROLES = frozenset({Role.REFERRING_PHYSICIAN.value})
@@ -102,18 +105,36 @@ def anonymous_principal(client_address: str) -> Principal:
 class AuthenticationError(Exception):
     """The request carries no valid token (401)."""
 
-    def __init__(self, description: str, *, token_present: bool = True) -> None:
+    def __init__(
+        self, description: str, *, token_present: bool = True, unavailable: bool = False
+    ) -> None:
         super().__init__(description)
         self.description = description
         self.token_present = token_present
+        # The token could not be checked because the key set is out of reach: a server
+        # fault (503), not a reason for the client to log in again.
+        self.unavailable = unavailable
 
     @property
     def www_authenticate(self) -> str:
         # RFC 6750 3.1: a request without credentials gets no error code.
         if not self.token_present:
             return f'Bearer realm="{REALM}"'
-        description = self.description.replace("\\", "").replace('"', "'")
-        return f'Bearer realm="{REALM}", error="invalid_token", error_description="{description}"'
+        return (
+            f'Bearer realm="{REALM}", error="invalid_token", '
+            f'error_description="{challenge_text(self.description)}"'
+        )
+
+
+def challenge_text(description: str) -> str:
+    """Return ``description`` as RFC 6750 allows in ``error_description``.
+
+    Those are printable ASCII characters without ``"`` and backslash. Token headers that a
+    client sends (``alg``, ``kid``, ``crit``) end up in the description, so a line break or
+    a character outside Latin-1 there would otherwise make the response header invalid.
+    """
+    text = description.replace("\\", "").replace('"', "'")
+    return "".join(character if " " <= character <= "~" else "?" for character in text)
 
 
 class InsufficientScopeError(Exception):
@@ -122,7 +143,7 @@ class InsufficientScopeError(Exception):
     def __init__(self, scope: Scope, principal: Principal) -> None:
         granted = " ".join(sorted(principal.scopes)) or "none"
         super().__init__(
-            f"this operation needs the scope {scope.value!r}, which the token of "
+            f"this operation needs the {scope.value!r} scope, which the token of "
             f"{principal.username!r} does not grant (granted: {granted}); ask an "
             "administrator for a role that includes it"
         )
@@ -192,7 +213,9 @@ class Authenticator:
         settings = self.settings
         if settings.auth_jwks_url:
             return http_jwks_fetcher(settings.auth_jwks_url)
-        if settings.auth_mode == "internal" and self.local_key_source is not None:
+        # With auth off, routes that require a token all the same (the token service's
+        # admin API) verify it against the token service of this process.
+        if settings.auth_mode in ("internal", "off") and self.local_key_source is not None:
             return self.local_key_source
         if settings.auth_issuer:
             return discovery_jwks_fetcher(settings.auth_issuer)
@@ -235,7 +258,8 @@ class Authenticator:
             logger.error("cannot verify a token: %s", error)
             raise AuthenticationError(
                 "the signing keys could not be fetched, so the token cannot be verified; "
-                "retry later"
+                "retry later",
+                unavailable=True,
             ) from error
         return self._decode(token, key, algorithm, expected_issuer)
 
@@ -317,14 +341,19 @@ def _bearer_token(request: Request, query_token: bool) -> str | None:
     return None
 
 
-def authenticate_request(request: Request, *, query_token: bool = False) -> Principal:
-    """Return the request's principal, verifying its token once per request."""
+def authenticate_request(
+    request: Request, *, query_token: bool = False, token_required: bool = False
+) -> Principal:
+    """Return the request's principal, verifying its token once per request.
+
+    With ``token_required`` a token is verified even while auth mode is ``off``.
+    """
     cached: Principal | None = getattr(request.state, "principal", None)
-    if cached is not None:
+    if cached is not None and (cached.authenticated or not token_required):
         return cached
     authenticator: Authenticator = request.app.state.authenticator
     address = client_address(request)
-    if not authenticator.enabled:
+    if not authenticator.enabled and not token_required:
         principal = anonymous_principal(address)
     else:
         token = _bearer_token(request, query_token)
@@ -349,21 +378,29 @@ class ScopeRequirement:
 
     scope: Scope
     query_token: bool = False
+    token_required: bool = False
 
     def __call__(self, request: Request) -> Principal:
         request.state.required_scope = self.scope
-        principal = authenticate_request(request, query_token=self.query_token)
+        principal = authenticate_request(
+            request, query_token=self.query_token, token_required=self.token_required
+        )
         if self.scope not in principal.scopes:
             raise InsufficientScopeError(self.scope, principal)
         return principal
 
 
-def require_scope(scope: Scope, *, query_token: bool = False) -> ScopeRequirement:
+def require_scope(
+    scope: Scope, *, query_token: bool = False, token_required: bool = False
+) -> ScopeRequirement:
     """Return the dependency of routes that need ``scope``; see :class:`ScopeRequirement`.
 
     With ``query_token`` the token may come as the ``access_token`` query parameter.
+    With ``token_required`` the routes need a token even while auth mode is ``off``:
+    the token service's admin API uses it, so that user accounts are never open to
+    changes without one.
     """
-    return ScopeRequirement(scope, query_token)
+    return ScopeRequirement(scope, query_token, token_required)
 
 
 def current_principal(request: Request) -> Principal:
@@ -380,6 +417,13 @@ def has_scopes(principal: Principal, scopes: Iterable[Scope]) -> bool:
 
 async def _authentication_error_response(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, AuthenticationError)
+    if error.unavailable:
+        request.state.audit_outcome_description = f"HTTP 503: {error.description}"
+        return JSONResponse(
+            {"detail": error.description},
+            status_code=503,
+            headers={"Retry-After": str(KEY_SET_RETRY_AFTER_S)},
+        )
     request.state.audit_outcome_description = f"HTTP 401: {error.description}"
     return JSONResponse(
         {"detail": error.description},
@@ -402,10 +446,19 @@ class AccessTokenLogFilter(logging.Filter):
     """Replaces ``access_token`` query values in log records with ``<redacted>``.
 
     uvicorn's access log writes each request line with its query string, which
-    contains the token when a browser link carries it.
+    contains the token when a browser link carries it. The name may come
+    percent-encoded (``access%5Ftoken``), which Starlette decodes before the route
+    reads the token, so every such spelling is redacted too.
     """
 
-    PATTERN = re.compile(r"(access_token=)[^&\s\"]*", re.IGNORECASE)
+    PATTERN = re.compile(
+        "("
+        + "".join(
+            f"(?:{re.escape(letter)}|%{ord(letter):02x})" for letter in ACCESS_TOKEN_PARAMETER
+        )
+        + r"=)[^&\s\"]*",
+        re.IGNORECASE,
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args and isinstance(record.args, tuple):
@@ -413,7 +466,7 @@ class AccessTokenLogFilter(logging.Filter):
                 self.PATTERN.sub(r"\1<redacted>", value) if isinstance(value, str) else value
                 for value in record.args
             )
-        if isinstance(record.msg, str) and "access_token=" in record.msg.lower():
+        if isinstance(record.msg, str):
             record.msg = self.PATTERN.sub(r"\1<redacted>", record.msg)
         return True
 

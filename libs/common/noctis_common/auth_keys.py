@@ -76,15 +76,29 @@ def discovery_jwks_fetcher(issuer: str) -> JWKSFetcher:
 
     The document is at ``{issuer}/.well-known/openid-configuration`` (OpenID Connect
     Discovery 1.0, section 4). It is read on each fetch, so a provider that moves its
-    key set is followed.
+    key set is followed. The document must name ``issuer`` as its issuer (section 4.3),
+    because otherwise it describes another provider or another realm. An https issuer
+    must name an https ``jwks_uri``, so that nobody on the network can swap the keys.
     """
     discovery_url = issuer.rstrip("/") + "/.well-known/openid-configuration"
 
     def fetch() -> Mapping[str, Any]:
         document = _fetch_json(discovery_url)
+        named_issuer = document.get("issuer")
+        if not isinstance(named_issuer, str) or named_issuer.rstrip("/") != issuer.rstrip("/"):
+            raise KeySetUnavailableError(
+                f"{discovery_url} names the issuer {named_issuer!r}, not {issuer!r}; set "
+                "NOCTIS_AUTH_ISSUER to the issuer that the provider's tokens carry"
+            )
         jwks_uri = document.get("jwks_uri")
         if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
             raise KeySetUnavailableError(f"{discovery_url} names no http(s) jwks_uri")
+        if issuer.startswith("https://") and not jwks_uri.startswith("https://"):
+            raise KeySetUnavailableError(
+                f"{discovery_url} names the http jwks_uri {jwks_uri!r} for an https issuer; "
+                "configure the provider to publish its keys over https, or set "
+                "NOCTIS_AUTH_JWKS_URL"
+            )
         return _fetch_json(jwks_uri)
 
     return fetch

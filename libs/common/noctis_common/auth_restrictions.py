@@ -13,19 +13,30 @@ Studies they may not see are hidden, not refused: QIDO-RS leaves them out of its
 matches, and WADO-RS and WADO-URI answer 404 as for a study that does not exist, so
 the response does not reveal that the study is there. A principal that also holds any
 unrestricted role (radiologist, say) is not restricted.
+
+The WADO check reads the UIDs of a request as the routes do. :func:`validate_uid`
+removes trailing spaces and NULs, so ``1.2.3%20`` in a URL names study ``1.2.3``. The
+check covers the study of every UID that the request names: study, series and
+instance, in the path or in WADO-URI's ``studyUID``, ``seriesUID`` and ``objectUID``.
+Without that, a padded study UID would reach the route unchecked. So would a series
+of another study put under the physician's own study, and the route's 404 message
+names the study that such a series belongs to.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from fastapi import HTTPException, Request, status
-from sqlalchemy import ColumnElement, false, or_, select
+from sqlalchemy import ColumnElement, Select, false, or_, select
+from sqlalchemy.orm import Session
 
+from noctis_common.audit_http import note_audit_details
 from noctis_common.auth import Principal, authenticate_request
 from noctis_common.db import Database
-from noctis_common.db.models import Study
+from noctis_common.db.models import Instance, Series, Study
 from noctis_common.dicom.attributes import person_name_search_form
+from noctis_common.uids import InvalidUIDError, validate_uid
 
 MAX_PERSON_NAME_COMPONENTS = 5
 
@@ -57,43 +68,106 @@ def referring_physician_condition(principal: Principal) -> ColumnElement[bool] |
     )
 
 
+def _study_of_study(uid: str) -> Select[int]:
+    return select(Study.id).where(Study.study_instance_uid == uid)
+
+
+def _study_of_series(uid: str) -> Select[int]:
+    return (
+        select(Study.id)
+        .join(Series, Series.study_fk == Study.id)
+        .where(Series.series_instance_uid == uid)
+    )
+
+
+def _study_of_instance(uid: str) -> Select[int]:
+    return (
+        select(Study.id)
+        .join(Instance, Instance.study_fk == Study.id)
+        .where(Instance.sop_instance_uid == uid)
+    )
+
+
+# For each kind of UID: the word that 404 messages use for it, its path parameter, its
+# WADO-URI query parameter, and the query of the studies that such a UID belongs to.
+REQUESTED_UIDS: tuple[tuple[str, str, str, Callable[[str], Select[int]]], ...] = (
+    ("study", "study_instance_uid", "studyUID", _study_of_study),
+    ("series", "series_instance_uid", "seriesUID", _study_of_series),
+    ("instance", "sop_instance_uid", "objectUID", _study_of_instance),
+)
+
+
+def _names_hidden_study(
+    session: Session, owning_studies: Select[int], condition: ColumnElement[bool]
+) -> bool:
+    """Return whether a study that ``owning_studies`` selects fails ``condition``.
+
+    It runs two queries rather than one with NOT, because a study without Referring
+    Physician's Name has a NULL search form, and NOT (... IN ...) is NULL for it.
+    """
+    owners = set(session.scalars(owning_studies))
+    if not owners:
+        return False
+    return set(session.scalars(owning_studies.where(condition))) != owners
+
+
 def may_see_study(database: Database, principal: Principal, study_instance_uid: str) -> bool:
     """Return whether ``principal`` may see the study, or True when it does not exist.
 
     A study that does not exist is left to the route, which returns 404 for it anyway.
+    Trailing spaces and NULs are removed from the UID first, as the routes do.
     """
     condition = referring_physician_condition(principal)
     if condition is None:
         return True
+    try:
+        uid = validate_uid(study_instance_uid, "StudyInstanceUID")
+    except InvalidUIDError:
+        return False
     with database.read_session() as session:
-        exists = session.scalar(
-            select(Study.id).where(Study.study_instance_uid == study_instance_uid)
-        )
-        if exists is None:
-            return True
-        visible = session.scalar(
-            select(Study.id).where(Study.study_instance_uid == study_instance_uid, condition)
-        )
-    return visible is not None
+        return not _names_hidden_study(session, _study_of_study(uid), condition)
 
 
-def _requested_study(request: Request) -> str | None:
-    value: Any = request.path_params.get("study_instance_uid")
-    if value is None:
-        value = request.query_params.get("studyUID")
-    return value if isinstance(value, str) else None
+def _requested_values(request: Request, path_name: str, query_name: str) -> list[str]:
+    values: list[str] = []
+    path_value = request.path_params.get(path_name)
+    if isinstance(path_value, str):
+        values.append(path_value)
+    values.extend(request.query_params.getlist(query_name))
+    return values
 
 
 def hide_studies_of_others(request: Request) -> None:
-    """Raise 404 for a study that a referring physician may not see.
+    """Raise 404 for a request that names a study a referring physician may not see.
 
-    A router dependency of WADO-RS and WADO-URI, declared after the scope check.
+    A router dependency of WADO-RS and WADO-URI, declared after the scope check. It
+    also notes the study UIDs of the request, as the routes read them, for its audit
+    record: the audit middleware sees them as sent, padded or percent-encoded.
     """
+    study_uids: list[str] = []
+    for value in _requested_values(request, "study_instance_uid", "studyUID"):
+        try:
+            study_uids.append(validate_uid(value, "StudyInstanceUID"))
+        except InvalidUIDError:
+            continue
+    note_audit_details(request.state, study_instance_uids=study_uids)
     principal = authenticate_request(request)
-    if not principal.restricted_to_referring_physician:
+    condition = referring_physician_condition(principal)
+    if condition is None:
         return
-    study_instance_uid = _requested_study(request)
-    if study_instance_uid is None:
-        return
-    if not may_see_study(request.app.state.context.database, principal, study_instance_uid):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"study {study_instance_uid} not found")
+    checks: list[tuple[str, Select[int]]] = []
+    for kind, path_name, query_name, owning_studies in REQUESTED_UIDS:
+        for value in _requested_values(request, path_name, query_name):
+            try:
+                uid = validate_uid(value, path_name)
+            except InvalidUIDError:
+                # The route would return 400. A restricted principal gets 404, which
+                # reveals less.
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"{kind} not found") from None
+            checks.append((f"{kind} {uid}", owning_studies(uid)))
+    database: Database = request.app.state.context.database
+    with database.read_session() as session:
+        for resource, owning_studies_query in checks:
+            if _names_hidden_study(session, owning_studies_query, condition):
+                # The words of the route's 404 for a resource that does not exist.
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"{resource} not found")

@@ -70,7 +70,7 @@ from noctis_common.metrics import (
     CONSUMER_LAG,
 )
 from noctis_common.settings import Settings
-from noctis_common.tracing import consumer_span
+from noctis_common.tracing import KAFKA_MESSAGING_SYSTEM, consumer_span, messaging_attributes
 
 logger = logging.getLogger(__name__)
 
@@ -296,11 +296,14 @@ class EventConsumer:
             return "dead_lettered" if self._dead_letter(record, error, 0) else None
 
         attributes = {
-            "messaging.system": "kafka",
+            **messaging_attributes(
+                "process",
+                system=KAFKA_MESSAGING_SYSTEM,
+                destination=record.topic,
+                message_id=event.id,
+                event_type=event.type,
+            ),
             "messaging.consumer.group.name": self.config.group_id,
-            "messaging.destination.name": record.topic,
-            "messaging.message.id": event.id,
-            "cloudevents.event_type": event.type,
         }
         with consumer_span(f"process {record.topic}", event.headers, attributes):
             attempts = 0

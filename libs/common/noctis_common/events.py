@@ -36,7 +36,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -45,9 +45,11 @@ from noctis_common.db import Database
 from noctis_common.db.models import OutboxEvent
 from noctis_common.metrics import OUTBOX_EVENTS_PUBLISHED, OUTBOX_PUBLISH_ERRORS
 from noctis_common.tracing import (
+    IN_PROCESS_MESSAGING_SYSTEM,
     consumer_span,
     current_traceparent,
     mark_current_span_failed,
+    messaging_attributes,
     producer_span,
 )
 
@@ -111,7 +113,10 @@ class InProcessPublisher:
 
     Each event is published in a ``publish <type>`` span whose parent is the event's
     ``traceparent``, and each subscriber handles it in a ``process <type>`` span below
-    that, so both join the trace of the request that stored the instance.
+    that, so both join the trace of the request that stored the instance. The event
+    type is the destination here, and ``messaging.system`` is
+    :data:`~noctis_common.tracing.IN_PROCESS_MESSAGING_SYSTEM`; the Kafka publisher and
+    consumer name their spans and attributes the same way, after the topic.
     """
 
     subscribers: list[Subscriber] = field(default_factory=list)
@@ -121,18 +126,15 @@ class InProcessPublisher:
 
     def publish(self, events: Sequence[Event]) -> None:
         for event in events:
-            attributes = {
-                "messaging.destination.name": event.type,
-                "noctis.event_id": str(event.id),
-            }
-            with producer_span(f"publish {event.type}", event.traceparent, attributes) as headers:
+            with producer_span(
+                f"publish {event.type}", event.traceparent, _span_attributes("publish", event)
+            ) as headers:
                 for subscriber in self.subscribers:
-                    self._deliver(subscriber, event, headers, attributes)
+                    self._deliver(subscriber, event, headers)
 
     @staticmethod
-    def _deliver(
-        subscriber: Subscriber, event: Event, headers: dict[str, str], attributes: dict[str, str]
-    ) -> None:
+    def _deliver(subscriber: Subscriber, event: Event, headers: dict[str, str]) -> None:
+        attributes = _span_attributes("process", event)
         with consumer_span(f"process {event.type}", headers, attributes):
             try:
                 subscriber(event)
@@ -144,6 +146,20 @@ class InProcessPublisher:
                     event.type,
                 )
                 mark_current_span_failed(f"{type(error).__name__}: {error}")
+
+
+def _span_attributes(operation: Literal["publish", "process"], event: Event) -> dict[str, str]:
+    """Return the messaging attributes of an in-process ``publish`` or ``process`` span."""
+    # event_envelope imports this module, so it is imported here, when first needed.
+    from noctis_common.event_envelope import cloudevent_type  # noqa: PLC0415
+
+    return messaging_attributes(
+        operation,
+        system=IN_PROCESS_MESSAGING_SYSTEM,
+        destination=event.type,
+        message_id=str(event.id),
+        event_type=cloudevent_type(event.type),
+    )
 
 
 @dataclass

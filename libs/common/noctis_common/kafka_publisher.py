@@ -27,11 +27,15 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from noctis_common.event_envelope import STRUCTURED_CONTENT_TYPE, encode_cloudevent
+from noctis_common.event_envelope import (
+    STRUCTURED_CONTENT_TYPE,
+    cloudevent_type,
+    encode_cloudevent,
+)
 from noctis_common.events import Event
 from noctis_common.kafka_client import kafka_connection_options
 from noctis_common.settings import Settings
-from noctis_common.tracing import producer_span
+from noctis_common.tracing import KAFKA_MESSAGING_SYSTEM, messaging_attributes, producer_span
 
 logger = logging.getLogger(__name__)
 
@@ -115,12 +119,13 @@ class KafkaPublisher:
             self._lock.release()
 
     def _send(self, producer: KafkaProducer, event: Event) -> Any:
-        attributes = {
-            "messaging.system": "kafka",
-            "messaging.destination.name": self.topic,
-            "messaging.message.id": str(event.id),
-            "cloudevents.event_type": event.type,
-        }
+        attributes = messaging_attributes(
+            "publish",
+            system=KAFKA_MESSAGING_SYSTEM,
+            destination=self.topic,
+            message_id=str(event.id),
+            event_type=cloudevent_type(event.type),
+        )
         with producer_span(f"publish {self.topic}", event.traceparent, attributes) as trace:
             headers = [("content-type", STRUCTURED_CONTENT_TYPE.encode())]
             headers += [(name, value.encode()) for name, value in trace.items()]

@@ -97,6 +97,9 @@ def serve_http(
         port=settings.http_port,
         log_config=None,
         timeout_graceful_shutdown=settings.http_shutdown_timeout_s,
+        # uvicorn would otherwise take the client address from X-Forwarded-For of
+        # loopback peers even with NOCTIS_TRUST_FORWARDED_HEADERS off.
+        proxy_headers=settings.trust_forwarded_headers,
     )
     server = _GracefulServer(config, on_shutdown_signal)
     # After its shutdown uvicorn restores the handlers it found and raises the signal

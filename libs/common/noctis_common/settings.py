@@ -6,18 +6,31 @@ Every setting is documented in the README's settings table with its default and 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from noctis_common.auth_config import check_auth_settings, parse_role_mapping
+from noctis_common.secret_files import read_secret_files
+
+# Secrets that a file can hold instead, as Kubernetes Secrets are mounted: each maps to
+# the setting that names the file. auth_key_passphrase_file is read by noctis_auth.keys.
+SECRET_FILE_SETTINGS = {
+    "database_url": "database_url_file",
+    "s3_secret_key": "s3_secret_key_file",
+    "kafka_sasl_password": "kafka_sasl_password_file",
+}
 
 
 class Settings(BaseSettings):
     """Runtime configuration shared by every Noctis service."""
 
-    model_config = SettingsConfigDict(env_prefix="NOCTIS_", extra="ignore", frozen=True)
+    # Validation errors leave out the input: a model-level error would otherwise print
+    # every setting, secrets included.
+    model_config = SettingsConfigDict(
+        env_prefix="NOCTIS_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     data_dir: Path = Field(
         default=Path("var"),
@@ -41,7 +54,9 @@ class Settings(BaseSettings):
     s3_access_key: str = Field(
         default="", description="S3 access key ID; empty sends unsigned requests."
     )
-    s3_secret_key: str = Field(default="", description="Secret access key of s3_access_key.")
+    s3_secret_key: SecretStr = Field(
+        default=SecretStr(""), description="Secret access key of s3_access_key; never logged."
+    )
     s3_bucket: str = Field(
         default="noctis",
         description="Bucket that holds the objects; created at start when missing, which "
@@ -97,7 +112,8 @@ class Settings(BaseSettings):
     )
     trust_forwarded_headers: bool = Field(
         default=True,
-        description="Build response links from Forwarded and X-Forwarded-* proxy headers.",
+        description="Build response links from Forwarded and X-Forwarded-* proxy headers, "
+        "and take client addresses (login throttling, audit records) from their last entry.",
     )
     cors_allow_origins: str = Field(
         default="*", description="Comma-separated origins allowed by CORS, or '*'."
@@ -395,6 +411,42 @@ class Settings(BaseSettings):
         description="File whose content (without a final newline) is auth_key_passphrase.",
     )
 
+    # -- Auth hardening: login throttling, audit journal fsync, secrets read from files
+    auth_throttle_max_failures: int = Field(
+        default=30,
+        ge=0,
+        description=(
+            "Failed logins a client address may make in a row before the token endpoint "
+            "and the login form answer it with 429; it regains one every "
+            "auth_throttle_window_s / auth_throttle_max_failures seconds. 0 turns the "
+            "throttle off."
+        ),
+    )
+    auth_throttle_window_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds in which an address regains all auth_throttle_max_failures.",
+    )
+    audit_journal_fsync: bool = Field(
+        default=True,
+        description=(
+            "fsync the audit journal, so that the audit record of an acknowledged store "
+            "or delete survives a power loss; concurrent records share one fsync."
+        ),
+    )
+    database_url_file: Path | None = Field(
+        default=None,
+        description="File whose content (without a final newline) is database_url.",
+    )
+    s3_secret_key_file: Path | None = Field(
+        default=None,
+        description="File whose content (without a final newline) is s3_secret_key.",
+    )
+    kafka_sasl_password_file: Path | None = Field(
+        default=None,
+        description="File whose content (without a final newline) is kafka_sasl_password.",
+    )
+
     # -- Events: the outbox relay, the Kafka publisher and event consumers
     events_backend: Literal["inprocess", "kafka"] = Field(
         default="inprocess",
@@ -525,6 +577,13 @@ class Settings(BaseSettings):
     def auth_role_map(self) -> dict[str, str]:
         """Return ``auth_role_mapping`` as a dict from provider role to Noctis role."""
         return parse_role_mapping(self.auth_role_mapping)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            return read_secret_files(values, SECRET_FILE_SETTINGS)
+        return values
 
     @model_validator(mode="after")
     def _check_auth_settings(self) -> Settings:

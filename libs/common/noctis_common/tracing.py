@@ -21,6 +21,17 @@ environment variables of the OpenTelemetry specification:
 
 Without the SDK every function here is a no-op of the OpenTelemetry API: spans are
 not recorded and :func:`current_traceparent` returns ``None``.
+
+No patient data in spans. QIDO-RS queries carry matching keys such as
+``PatientName=DOE*`` and a browser may send ``access_token`` in the query, so
+:class:`RedactUrlQuery`, the first processor of the provider, replaces the values of the
+``url.query`` and ``url.full`` attributes unless ``NOCTIS_LOG_PHI`` is on. Credentials
+(:data:`SECRET_QUERY_PARAMETERS`) are replaced even then. The other spans carry UIDs, AE
+titles, network addresses, statuses and counts, and no patient names or IDs.
+
+Event spans follow the OpenTelemetry messaging conventions on both paths, in process and
+through Kafka: ``publish <destination>`` (kind producer) and ``process <destination>``
+(kind consumer), with the attributes that :func:`messaging_attributes` returns.
 """
 
 from __future__ import annotations
@@ -31,13 +42,18 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from pydantic import TypeAdapter, ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +61,18 @@ TRACER_NAME = "noctis"
 TRACEPARENT_HEADER = "traceparent"
 SUPPORTED_EXPORTERS = ("otlp", "console", "none")
 OTLP_PROTOCOL = "http/protobuf"
+
+# Span attributes that hold a URL or its query, which RedactUrlQuery rewrites.
+URL_QUERY_ATTRIBUTE = "url.query"
+URL_FULL_ATTRIBUTE = "url.full"
+# Query parameters whose values are credentials, replaced even with NOCTIS_LOG_PHI on.
+SECRET_QUERY_PARAMETERS = frozenset(
+    {"access_token", "client_secret", "code", "id_token_hint", "password", "refresh_token"}
+)
+REDACTED = "REDACTED"
+# messaging.system of the in-process publisher, which has no broker of its own.
+IN_PROCESS_MESSAGING_SYSTEM = "noctis_in_process"
+KAFKA_MESSAGING_SYSTEM = "kafka"
 
 tracer = trace.get_tracer(TRACER_NAME)
 # The result of configure_tracing under the key "exporting", once it has run.
@@ -95,12 +123,67 @@ def selected_exporters(environ: Mapping[str, str]) -> list[str]:
     return [name for name in names if name != "none"]
 
 
+def redact_query(query: str, *, keep_values: bool = False) -> str:
+    """Return ``query`` with each parameter's value replaced by :data:`REDACTED`.
+
+    With ``keep_values`` only the values of :data:`SECRET_QUERY_PARAMETERS` are replaced.
+    Parameter names and their order stay, so a trace still shows which keys a request used.
+    """
+    redacted = []
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        secret = name.lower() in SECRET_QUERY_PARAMETERS
+        redacted.append((name, value if keep_values and not secret else REDACTED))
+    return urlencode(redacted)
+
+
+def redact_url(url: str, *, keep_values: bool = False) -> str:
+    """Return ``url`` with the values of its query replaced as :func:`redact_query` does."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    return urlunsplit(parts._replace(query=redact_query(parts.query, keep_values=keep_values)))
+
+
+class RedactUrlQuery(SpanProcessor):
+    """Replaces the query values in the ``url.query`` and ``url.full`` span attributes.
+
+    Query values can be PHI (``PatientName=DOE*``) or credentials (``access_token``).
+    The values are replaced when a span starts, which is where HTTP instrumentations,
+    FastAPI's among them, set these attributes, so no exporter receives them. With
+    ``log_phi`` only :data:`SECRET_QUERY_PARAMETERS` are replaced.
+    """
+
+    def __init__(self, log_phi: bool = False) -> None:
+        self.log_phi = log_phi
+
+    def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
+        attributes = span.attributes or {}
+        query = attributes.get(URL_QUERY_ATTRIBUTE)
+        if isinstance(query, str) and query:
+            span.set_attribute(URL_QUERY_ATTRIBUTE, redact_query(query, keep_values=self.log_phi))
+        url = attributes.get(URL_FULL_ATTRIBUTE)
+        if isinstance(url, str) and url:
+            span.set_attribute(URL_FULL_ATTRIBUTE, redact_url(url, keep_values=self.log_phi))
+
+
+def phi_logging_enabled(environ: Mapping[str, str]) -> bool:
+    """Return whether ``NOCTIS_LOG_PHI`` in ``environ`` turns PHI logging on.
+
+    The value is read as the settings read it; an invalid one counts as off.
+    """
+    try:
+        return TypeAdapter(bool).validate_python(environ.get("NOCTIS_LOG_PHI", "false").strip())
+    except ValidationError:
+        return False
+
+
 def build_tracer_provider(service_name: str, environ: Mapping[str, str]) -> TracerProvider | None:
     """Build an SDK tracer provider as ``environ`` configures it, or ``None`` when off.
 
     ``service_name`` becomes the ``service.name`` resource attribute unless
     ``OTEL_SERVICE_NAME`` or ``OTEL_RESOURCE_ATTRIBUTES`` sets one. The SDK reads the
     variables from ``os.environ``, so ``environ`` should be that mapping outside tests.
+    The first processor is :class:`RedactUrlQuery`, as ``NOCTIS_LOG_PHI`` configures it.
     """
     exporters = selected_exporters(environ)
     if not exporters:
@@ -108,6 +191,7 @@ def build_tracer_provider(service_name: str, environ: Mapping[str, str]) -> Trac
     named_in_environment = SERVICE_NAME in OTELResourceDetector().detect().attributes
     resource = Resource.create({} if named_in_environment else {SERVICE_NAME: service_name})
     provider = TracerProvider(resource=resource)
+    provider.add_span_processor(RedactUrlQuery(log_phi=phi_logging_enabled(environ)))
     for name in exporters:
         if name == "otlp":
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
@@ -184,6 +268,33 @@ def mark_failed(span: Span, description: str) -> None:
 def mark_current_span_failed(description: str) -> None:
     """Set the active span's status to error with ``description``; no-op without a span."""
     mark_failed(trace.get_current_span(), description)
+
+
+def messaging_attributes(
+    operation: Literal["publish", "process"],
+    *,
+    system: str,
+    destination: str,
+    message_id: str,
+    event_type: str,
+) -> dict[str, str]:
+    """Return the attributes of a ``publish`` or ``process`` span of one event.
+
+    They follow the OpenTelemetry messaging conventions. ``messaging.system`` is
+    ``kafka`` or :data:`IN_PROCESS_MESSAGING_SYSTEM`, and ``messaging.destination.name``
+    the Kafka topic or, in process, the event type. ``messaging.message.id`` is the
+    outbox row id, which is also the CloudEvent id. ``messaging.operation.type`` is
+    ``send`` or ``process``, and ``cloudevents.event_type`` the CloudEvents ``type``,
+    such as ``noctis.instance.stored.v1``. Name the span ``f"{operation} {destination}"``.
+    """
+    return {
+        "messaging.system": system,
+        "messaging.destination.name": destination,
+        "messaging.message.id": message_id,
+        "messaging.operation.type": "send" if operation == "publish" else "process",
+        "messaging.operation.name": operation,
+        "cloudevents.event_type": event_type,
+    }
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from noctis_common.audit_api import router as audit_router
@@ -44,8 +45,16 @@ EXPOSED_HEADERS = [
 ]
 
 
+# Seconds a client should wait before retrying a request refused with 503 because the
+# index database failed.
+DATABASE_RETRY_AFTER_S = 5
+
+
 class UnhandledErrorMiddleware:
     """Turns an unhandled exception into a JSON 500 inside the CORS middleware.
+
+    A failure to reach the index database (``OperationalError``) becomes 503 with
+    ``Retry-After`` instead, since the request can succeed once the database is back.
 
     Starlette handles unhandled errors in its outermost layer, outside CORS, so a
     browser would see a CORS failure instead of the error. This middleware sits inside
@@ -69,6 +78,23 @@ class UnhandledErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except OperationalError as error:
+            # An unreachable index database is temporary, so the client may retry. One line
+            # without the message, which may quote data, instead of a traceback per request.
+            logger.error(
+                "the index database failed on %s %s: %s",
+                scope.get("method"),
+                scope.get("path"),
+                type(error).__name__,
+            )
+            if response_started:
+                raise
+            response = JSONResponse(
+                {"detail": f"the index database failed ({type(error).__name__}); retry later"},
+                status_code=503,
+                headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+            )
+            await response(scope, receive, send)
         except Exception:
             logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if response_started:

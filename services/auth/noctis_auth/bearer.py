@@ -1,8 +1,11 @@
 """Bearer tokens at the token service's own APIs: admin, preferences, userinfo.
 
-These APIs check tokens themselves, against the service's own keys, whatever
-NOCTIS_AUTH_MODE is set to: user accounts must never be open to changes without a token,
-even where the archive runs with authentication off on loopback. Errors follow
+Whatever NOCTIS_AUTH_MODE is set to, these APIs need a token of this service, so
+user accounts are never open to changes without one, even where the archive runs with
+authentication off on loopback. The admin API uses the shared scope dependency of
+:mod:`noctis_common.auth` with ``token_required``, so its requests are checked and
+audited like every other protected route. Preferences and userinfo, which any logged-in
+user may call, check tokens here against the service's own keys. Errors follow
 RFC 6750 3: 401 with ``WWW-Authenticate: Bearer`` for a missing or invalid token,
 403 with ``error="insufficient_scope"`` for a token without the scope.
 """
@@ -23,10 +26,13 @@ from noctis_auth.tokens import (
     verify_access_token,
 )
 from noctis_auth.users import find_user
-from noctis_common.auth import Principal
+from noctis_common.auth import Principal, require_scope
 from noctis_common.roles import Scope
 
 REALM = "noctis"
+# The admin API's dependency: a verified token with the admin scope, required even
+# while NOCTIS_AUTH_MODE is off.
+ADMIN_SCOPE = require_scope(Scope.ADMIN, token_required=True)
 
 
 def _challenge(error: str | None = None, description: str = "", scope: str = "") -> str:
@@ -66,58 +72,35 @@ def authenticated(request: Request, service: Auth) -> AccessTokenClaims:
 Bearer = Annotated[AccessTokenClaims, Depends(authenticated)]
 
 
-def is_token_holder_enabled(session: Session, claims: AccessTokenClaims) -> bool:
+def is_token_holder_enabled(session: Session, principal: Principal) -> bool:
     """Return whether the user or client a token was issued to exists and is enabled.
 
     A client credentials token has the client as its subject; every other token a user.
     """
-    if claims.client_id and claims.sub == claims.client_id:
-        client = find_client(session, claims.sub)
+    client_id = principal.claims.get("client_id")
+    if client_id and principal.subject == client_id:
+        client = find_client(session, principal.subject)
         return client is not None and not client.disabled
-    user = find_user(session, claims.sub)
+    user = find_user(session, principal.subject)
     return user is not None and not user.disabled
 
 
-def _principal(claims: AccessTokenClaims, request: Request) -> Principal:
-    return Principal(
-        subject=claims.sub,
-        username=str(claims.claims.get("preferred_username") or claims.sub),
-        roles=frozenset(claims.roles),
-        scopes=frozenset(scope for scope in Scope if scope.value in claims.scopes),
-        client_address=request.client.host if request.client else "unknown",
-        token_id=str(claims.claims.get("jti", "")),
-        claims=claims.claims,
-    )
+def require_admin(
+    service: Auth, principal: Annotated[Principal, Depends(ADMIN_SCOPE)]
+) -> Principal:
+    """Return the principal of a token with the admin scope whose holder is still enabled.
 
-
-def require_admin(request: Request, service: Auth) -> AccessTokenClaims:
-    """Return the claims of a token with the admin scope whose holder is still enabled.
-
-    The request state gets the scope and the principal before any check, so the audit
-    trail records refused requests too (:mod:`noctis_common.audit_http`).
+    The shared scope dependency checks the token and the scope, and notes both for the
+    audit trail, as on every other protected route.
     """
-    request.state.required_scope = Scope.ADMIN
-    claims = authenticated(request, service)
-    request.state.principal = _principal(claims, request)
-    if Scope.ADMIN not in claims.scopes:
-        granted = " ".join(sorted(claims.scopes)) or "none"
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            detail=f"this request needs the 'admin' scope; the token's scopes are: {granted}",
-            headers={
-                "WWW-Authenticate": _challenge(
-                    "insufficient_scope", "the admin scope is needed", Scope.ADMIN.value
-                )
-            },
-        )
     with service.database.read_session() as session:
-        holder_enabled = is_token_holder_enabled(session, claims)
+        holder_enabled = is_token_holder_enabled(session, principal)
     if not holder_enabled:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
-            detail=f"the account {claims.sub!r} of this token is disabled or deleted",
+            detail=f"the account {principal.subject!r} of this token is disabled or deleted",
         )
-    return claims
+    return principal
 
 
-AdminBearer = Annotated[AccessTokenClaims, Depends(require_admin)]
+AdminPrincipal = Annotated[Principal, Depends(require_admin)]

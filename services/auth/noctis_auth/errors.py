@@ -6,6 +6,9 @@ from fastapi.responses import JSONResponse
 
 # RFC 6749 5.1: responses with tokens or credentials must not be cached.
 NO_STORE_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# Errors of wrong credentials: a password, a client secret, a code or a refresh token.
+# Each counts as a failed login of the client address (noctis_auth.throttle).
+CREDENTIAL_ERRORS = frozenset({"invalid_grant", "invalid_client"})
 
 
 class OAuthError(Exception):
@@ -54,4 +57,17 @@ def oauth_error_response(error: OAuthError) -> JSONResponse:
         {"error": error.error, "error_description": error.description},
         status_code=error.status_code,
         headers=headers,
+    )
+
+
+def throttled_response(description: str, retry_after_s: int) -> JSONResponse:
+    """Return the 429 of a client address that failed to log in too often.
+
+    RFC 6749 defines no error code for it; ``temporarily_unavailable`` is the code
+    that OAuth clients already treat as "try again later".
+    """
+    return JSONResponse(
+        {"error": "temporarily_unavailable", "error_description": description},
+        status_code=429,
+        headers={**NO_STORE_HEADERS, "Retry-After": str(retry_after_s)},
     )

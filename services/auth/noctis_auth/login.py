@@ -21,10 +21,25 @@ from noctis_auth.authorization import (
 from noctis_auth.clients import find_client
 from noctis_auth.clock import as_utc
 from noctis_auth.errors import OAuthError
+from noctis_auth.login_csrf import FIELD_NAME as CSRF_FIELD_NAME
+from noctis_auth.login_csrf import (
+    INVALID_FORM_MESSAGE,
+    InvalidLoginFormError,
+    browser_value,
+    check_form_token,
+    form_token,
+    set_csrf_cookie,
+)
 from noctis_auth.login_events import record_login
-from noctis_auth.login_page import error_page, login_page
+from noctis_auth.login_page import (
+    error_page,
+    forbidden_form_page,
+    login_page,
+    too_many_attempts_page,
+)
 from noctis_auth.login_session import read_session, session_user, set_session_cookie
 from noctis_auth.state import AuthService
+from noctis_auth.throttle import retry_after_message
 from noctis_auth.users import LOGIN_FAILED_MESSAGE, LoginFailedError, authenticate_user
 
 logger = logging.getLogger(__name__)
@@ -115,23 +130,85 @@ def show_login_form(
             "login_required", "the user must log in; send the request without prompt=none"
         )
         return RedirectResponse(error_redirect(checked.redirect_uri, error, checked.state), 303)
-    return login_page(
-        _carried_parameters(parameters), client_name=_client_name(service, checked.client_id)
+    return _login_form(
+        service,
+        browser_value(http_request),
+        issuer,
+        _carried_parameters(parameters),
+        checked.client_id,
     )
 
 
+def _login_form(
+    service: AuthService,
+    browser: str,
+    issuer: str,
+    parameters: Mapping[str, str],
+    client_id: str,
+    *,
+    username: str = "",
+    error: str = "",
+) -> Response:
+    """Return the login form with a CSRF token bound to ``browser`` and ``parameters``."""
+    csrf_token = form_token(
+        service.keys,
+        issuer=issuer,
+        browser=browser,
+        request_parameters=parameters,
+        now=service.clock(),
+    )
+    page = login_page(
+        parameters,
+        client_name=_client_name(service, client_id),
+        csrf_token=csrf_token,
+        username=username,
+        error=error,
+    )
+    set_csrf_cookie(page, browser, issuer)
+    return page
+
+
 def submit_login_form(
-    service: AuthService, form: Mapping[str, str], issuer: str, client_address: str
+    service: AuthService,
+    form: Mapping[str, str],
+    issuer: str,
+    client_address: str,
+    csrf_cookie: str | None,
 ) -> Response:
     """Check the login form's POST and redirect with a code (RFC 6749 4.1.2).
 
     A successful login also starts a login session (:mod:`noctis_auth.login_session`).
-    A failed one returns the form again, with one message for every reason.
+    A failed one returns the form again, with one message for every reason. A post
+    without a valid CSRF token gets a 403 page. A post from a client address that failed
+    too often gets a 429 page (:mod:`noctis_auth.throttle`). Neither checks the password.
     """
     parameters = _carried_parameters(form)
     checked = _checked_request(service, parameters)
     if isinstance(checked, Response):
         return checked
+    try:
+        check_form_token(
+            service.keys,
+            issuer=issuer,
+            cookie_value=csrf_cookie,
+            token=form.get(CSRF_FIELD_NAME),
+            request_parameters=parameters,
+            now=service.clock(),
+        )
+    except InvalidLoginFormError as rejection:
+        logger.warning(
+            "rejected a login form of client %s from %s: %s",
+            checked.client_id,
+            client_address,
+            rejection,
+        )
+        return forbidden_form_page(INVALID_FORM_MESSAGE)
+    assert csrf_cookie is not None  # check_form_token rejects a missing cookie
+    retry_after_s = service.throttle.retry_after_s(client_address)
+    if retry_after_s is not None:
+        return too_many_attempts_page(
+            retry_after_message(client_address, retry_after_s), retry_after_s
+        )
     username = form.get("username", "")
     method = f"login page of client {checked.client_id}"
     now = service.clock()
@@ -140,6 +217,7 @@ def submit_login_form(
             service.database, service.settings, username, form.get("password", ""), now
         )
     except LoginFailedError as failure:
+        service.throttle.record_failure(client_address)
         record_login(
             service.audit,
             username if failure.user_known else None,
@@ -148,9 +226,12 @@ def submit_login_form(
             reason=failure.reason,
             method=method,
         )
-        return login_page(
+        return _login_form(
+            service,
+            csrf_cookie,
+            issuer,
             parameters,
-            client_name=_client_name(service, checked.client_id),
+            checked.client_id,
             username=username,
             error=LOGIN_FAILED_MESSAGE,
         )

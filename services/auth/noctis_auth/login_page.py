@@ -11,6 +11,8 @@ from html import escape
 
 from fastapi.responses import HTMLResponse
 
+from noctis_auth.login_csrf import FIELD_NAME as CSRF_FIELD_NAME
+
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Pragma": "no-cache",
@@ -50,16 +52,19 @@ def login_page(
     request_parameters: Mapping[str, str],
     *,
     client_name: str,
+    csrf_token: str,
     username: str = "",
     error: str = "",
 ) -> HTMLResponse:
     """Return the login form, which posts back to the authorization endpoint.
 
-    Hidden fields carry the parameters of the authorization request along.
+    Hidden fields carry the parameters of the authorization request along, and the
+    form's CSRF token (:mod:`noctis_auth.login_csrf`).
     """
+    hidden_fields = {**request_parameters, CSRF_FIELD_NAME: csrf_token}
     hidden = "".join(
         f'<input type="hidden" name="{escape(name)}" value="{escape(value)}">'
-        for name, value in request_parameters.items()
+        for name, value in hidden_fields.items()
     )
     error_html = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
     body = (
@@ -89,6 +94,24 @@ def error_page(message: str, status_code: int = 400) -> HTMLResponse:
         "its client registration.</p>"
     )
     return _page("Login request rejected", body, status_code)
+
+
+def forbidden_form_page(message: str) -> HTMLResponse:
+    """Return the 403 page for a login form posted without a valid CSRF token."""
+    body = f'<h1>Login form rejected</h1><p class="error" role="alert">{escape(message)}</p>'
+    return _page("Login form rejected", body, 403)
+
+
+def too_many_attempts_page(message: str, retry_after_s: int) -> HTMLResponse:
+    """Return the 429 page of a client address that failed to log in too often."""
+    body = (
+        "<h1>Too many failed logins</h1>"
+        f'<p class="error" role="alert">{escape(message)}</p>'
+        "<p>Go back to the application and log in again after that time.</p>"
+    )
+    response = _page("Too many failed logins", body, 429)
+    response.headers["Retry-After"] = str(retry_after_s)
+    return response
 
 
 def signed_out_page() -> HTMLResponse:

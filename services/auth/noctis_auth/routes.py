@@ -25,13 +25,21 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from noctis_auth import admin
 from noctis_auth.authorization import redirect_uri_with
-from noctis_auth.bearer import AdminBearer, Bearer
+from noctis_auth.bearer import AdminPrincipal, Bearer
 from noctis_auth.clients import find_client
 from noctis_auth.discovery import openid_configuration
-from noctis_auth.errors import NO_STORE_HEADERS, OAuthError, invalid_request, oauth_error_response
+from noctis_auth.errors import (
+    CREDENTIAL_ERRORS,
+    NO_STORE_HEADERS,
+    OAuthError,
+    invalid_request,
+    oauth_error_response,
+    throttled_response,
+)
 from noctis_auth.grants import TokenRequest, exchange_token, revoke_token
 from noctis_auth.keys import SigningKeyError, is_published
 from noctis_auth.login import show_login_form, submit_login_form
+from noctis_auth.login_csrf import COOKIE_NAME as CSRF_COOKIE_NAME
 from noctis_auth.login_page import error_page, signed_out_page
 from noctis_auth.login_session import clear_session_cookie
 from noctis_auth.preferences import read_preferences, write_preferences
@@ -47,8 +55,10 @@ from noctis_auth.schemas import (
     UserPublic,
     UserUpdate,
 )
-from noctis_auth.state import Auth
+from noctis_auth.state import Auth, AuthService
+from noctis_auth.throttle import retry_after_message
 from noctis_auth.tokens import decode_id_token_hint, jwks_document, resolve_issuer
+from noctis_common.client_address import request_client_address
 
 router = APIRouter(prefix="/auth", tags=["Auth"])
 
@@ -59,8 +69,8 @@ MAX_FORM_BYTES = 64 * 1024
 JWKS_MAX_AGE_S = 300
 
 
-def _client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown client"
+def _client_address(request: Request, service: AuthService) -> str:
+    return request_client_address(request, service.settings)
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -109,7 +119,7 @@ def get_jwks(service: Auth) -> JSONResponse:
 def get_authorize(request: Request, service: Auth) -> Response:
     """Show the login form of the authorization code grant, or skip it for a session."""
     issuer = resolve_issuer(request, service.settings)
-    return show_login_form(service, request, issuer, _client_address(request))
+    return show_login_form(service, request, issuer, _client_address(request, service))
 
 
 @router.post("/authorize")
@@ -121,23 +131,38 @@ async def post_authorize(request: Request, service: Auth) -> Response:
         return error_page(error.description)
     issuer = resolve_issuer(request, service.settings)
     return await run_in_threadpool(
-        submit_login_form, service, form, issuer, _client_address(request)
+        submit_login_form,
+        service,
+        form,
+        issuer,
+        _client_address(request, service),
+        request.cookies.get(CSRF_COOKIE_NAME),
     )
 
 
 @router.post("/token")
 async def post_token(request: Request, service: Auth) -> JSONResponse:
-    """Issue tokens for one of the four grants (RFC 6749 3.2)."""
+    """Issue tokens for one of the four grants (RFC 6749 3.2).
+
+    A client address that has used up its failed logins gets 429 with ``Retry-After``
+    before any credential is checked (:mod:`noctis_auth.throttle`).
+    """
+    client_address = _client_address(request, service)
+    retry_after_s = service.throttle.retry_after_s(client_address)
+    if retry_after_s is not None:
+        return throttled_response(retry_after_message(client_address, retry_after_s), retry_after_s)
     try:
         form = await read_form(request)
         token_request = TokenRequest(
             form=form,
             authorization=request.headers.get("authorization"),
             issuer=resolve_issuer(request, service.settings),
-            client_address=_client_address(request),
+            client_address=client_address,
         )
         body = await run_in_threadpool(exchange_token, service, token_request)
     except OAuthError as error:
+        if error.error in CREDENTIAL_ERRORS:
+            service.throttle.record_failure(client_address)
         return oauth_error_response(error)
     return JSONResponse(body, headers=NO_STORE_HEADERS)
 
@@ -217,61 +242,63 @@ def put_preferences(
 
 
 @router.get("/admin/users")
-def get_users(claims: AdminBearer, service: Auth) -> list[UserPublic]:
+def get_users(principal: AdminPrincipal, service: Auth) -> list[UserPublic]:
     return admin.list_users(service)
 
 
 @router.post("/admin/users", status_code=status.HTTP_201_CREATED)
-def post_user(claims: AdminBearer, service: Auth, body: UserCreate) -> UserPublic:
-    return admin.create_user(service, body, actor=claims.sub)
+def post_user(principal: AdminPrincipal, service: Auth, body: UserCreate) -> UserPublic:
+    return admin.create_user(service, body, actor=principal.subject)
 
 
 @router.get("/admin/users/{username}")
-def get_user(claims: AdminBearer, service: Auth, username: str) -> UserPublic:
+def get_user(principal: AdminPrincipal, service: Auth, username: str) -> UserPublic:
     return admin.get_user(service, username)
 
 
 @router.patch("/admin/users/{username}")
-def patch_user(claims: AdminBearer, service: Auth, username: str, body: UserUpdate) -> UserPublic:
-    return admin.update_user(service, username, body, actor=claims.sub)
+def patch_user(
+    principal: AdminPrincipal, service: Auth, username: str, body: UserUpdate
+) -> UserPublic:
+    return admin.update_user(service, username, body, actor=principal.subject)
 
 
 @router.post("/admin/users/{username}/password")
 def post_user_password(
-    claims: AdminBearer, service: Auth, username: str, body: PasswordReset
+    principal: AdminPrincipal, service: Auth, username: str, body: PasswordReset
 ) -> UserPublic:
-    return admin.reset_password(service, username, body, actor=claims.sub)
+    return admin.reset_password(service, username, body, actor=principal.subject)
 
 
 @router.get("/admin/clients")
-def get_clients(claims: AdminBearer, service: Auth) -> list[ClientPublic]:
+def get_clients(principal: AdminPrincipal, service: Auth) -> list[ClientPublic]:
     return admin.list_clients(service)
 
 
 @router.post("/admin/clients", status_code=status.HTTP_201_CREATED)
-def post_client(claims: AdminBearer, service: Auth, body: ClientCreate) -> ClientCreated:
-    return admin.create_client(service, body, actor=claims.sub)
+def post_client(principal: AdminPrincipal, service: Auth, body: ClientCreate) -> ClientCreated:
+    return admin.create_client(service, body, actor=principal.subject)
 
 
 @router.get("/admin/clients/{client_id}")
-def get_client(claims: AdminBearer, service: Auth, client_id: str) -> ClientPublic:
+def get_client(principal: AdminPrincipal, service: Auth, client_id: str) -> ClientPublic:
     return admin.get_client(service, client_id)
 
 
 @router.patch("/admin/clients/{client_id}")
 def patch_client(
-    claims: AdminBearer, service: Auth, client_id: str, body: ClientUpdate
+    principal: AdminPrincipal, service: Auth, client_id: str, body: ClientUpdate
 ) -> ClientPublic:
-    return admin.update_client(service, client_id, body, actor=claims.sub)
+    return admin.update_client(service, client_id, body, actor=principal.subject)
 
 
 @router.post("/admin/clients/{client_id}/secret")
-def post_client_secret(claims: AdminBearer, service: Auth, client_id: str) -> ClientSecret:
-    return admin.new_client_secret(service, client_id, actor=claims.sub)
+def post_client_secret(principal: AdminPrincipal, service: Auth, client_id: str) -> ClientSecret:
+    return admin.new_client_secret(service, client_id, actor=principal.subject)
 
 
 @router.get("/admin/keys")
-def get_keys(claims: AdminBearer, service: Auth) -> list[SigningKeyPublic]:
+def get_keys(principal: AdminPrincipal, service: Auth) -> list[SigningKeyPublic]:
     now = service.clock()
     rows = service.keys.list_keys()
     return [
@@ -290,13 +317,13 @@ def get_keys(claims: AdminBearer, service: Auth) -> list[SigningKeyPublic]:
 
 
 @router.post("/admin/keys/rotate", status_code=status.HTTP_201_CREATED)
-def post_key_rotation(claims: AdminBearer, service: Auth) -> dict[str, str]:
+def post_key_rotation(principal: AdminPrincipal, service: Auth) -> dict[str, str]:
     """Create a new signing key; the replaced one stays published for the overlap."""
     return {"kid": service.keys.rotate()}
 
 
 @router.post("/admin/keys/{kid}/retire", status_code=status.HTTP_204_NO_CONTENT)
-def post_key_retirement(claims: AdminBearer, service: Auth, kid: str) -> None:
+def post_key_retirement(principal: AdminPrincipal, service: Auth, kid: str) -> None:
     """Remove a replaced key from the JWKS now; tokens it signed stop verifying."""
     try:
         service.keys.retire(kid)

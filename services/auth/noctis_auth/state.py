@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 
 from noctis_auth.clock import utc_now
 from noctis_auth.keys import SigningKeyStore
+from noctis_auth.throttle import LoginThrottle
 from noctis_common.audit import AuditTrail
 from noctis_common.context import ArchiveContext
 from noctis_common.db import Database
@@ -22,6 +23,7 @@ class AuthService:
     """The objects every handler of the token service works with.
 
     ``audit`` is None where no audit trail runs, as in the command-line tools.
+    ``throttle`` contains the failed-login budgets of client addresses in this process.
     """
 
     database: Database
@@ -29,6 +31,10 @@ class AuthService:
     keys: SigningKeyStore
     audit: AuditTrail | None = None
     clock: Callable[[], datetime] = field(default=utc_now)
+    throttle: LoginThrottle = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.throttle = LoginThrottle.from_settings(self.settings)
 
     @classmethod
     def from_context(cls, context: ArchiveContext) -> AuthService:

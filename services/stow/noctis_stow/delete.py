@@ -61,6 +61,10 @@ def _run_deletion(
     note_audit_details(
         request.state, patients=patients_of_studies(context.database, [study_instance_uid])
     )
+    # Records of this process's earlier requests get their patients from the index
+    # when they are flushed, so they go in before the rows they need are deleted.
+    if context.audit is not None:
+        context.audit.flush()
     try:
         result = deletion()
     except DeletionTargetNotFoundError as error:

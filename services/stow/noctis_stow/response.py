@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset
 from starlette import status
 from starlette.responses import Response
 
+from noctis_common.archive import FailureReason
 from noctis_common.web import instance_url, study_url
 from noctis_stow.media_types import DICOM_XML
 from noctis_stow.request import StowRequestError
@@ -30,9 +31,13 @@ def store_status_code(outcome: StoreOutcome) -> int:
     """Select the status code of PS3.18 table 10.5.3-1 for the per-instance results.
 
     200 when every instance is stored without warnings, 202 when some are stored but
-    others failed or carry warnings, 409 when none is stored.
+    others failed or carry warnings, 409 when none is stored. When none is stored only
+    because the object store or the index database failed (A700H for every part), the
+    request had no conflict, so the status is 503, which clients retry.
     """
     if not outcome.stored:
+        if all(part.failure_reason == FailureReason.OUT_OF_RESOURCES for part in outcome.failed):
+            return status.HTTP_503_SERVICE_UNAVAILABLE
         return status.HTTP_409_CONFLICT
     has_warnings = any(part.warning_reason is not None for part in outcome.stored)
     if outcome.failed or has_warnings:

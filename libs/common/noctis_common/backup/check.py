@@ -26,10 +26,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from noctis_common.backup.objects import StoredObject, list_objects, move_aside
+from noctis_common.backup.objects import list_objects, move_aside
 from noctis_common.db import Database
 from noctis_common.db.models import Instance, OrphanObject
-from noctis_common.storage import ObjectNotFoundError, ObjectStore
+from noctis_common.storage import ObjectNotFoundError, ObjectStore, StoredObject
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Listing, copying and moving aside the objects of the object store, for backups.
 
-The :class:`~noctis_common.storage.ObjectStore` protocol has no listing or moving, so
-these functions know the two backends: the filesystem store (a walk of its root folder)
-and the S3 store (``ListObjectsV2`` and a server-side copy through its minio client).
+Listing goes through :meth:`~noctis_common.storage.ObjectStore.list_objects`. Moving an
+object aside is specific to each backend: a rename into a quarantine folder for the
+filesystem store, and a server-side copy under a quarantine prefix for S3.
 """
 
 from __future__ import annotations
@@ -10,19 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-
-from minio.commonconfig import CopySource
-from minio.error import MinioException
 
 from noctis_common.storage import (
     FileSystemObjectStore,
     ObjectNotFoundError,
     ObjectStore,
     S3ObjectStore,
-    StorageError,
+    StoredObject,
 )
 from noctis_common.storage.filesystem import fsync_directory
 
@@ -36,63 +31,15 @@ class BackupError(Exception):
     """A backup, restore or check cannot go on; the message gives the reason and the fix."""
 
 
-@dataclass(frozen=True)
-class StoredObject:
-    """One object found in the object store."""
-
-    key: str
-    size: int
-    modified_at: datetime
-
-
 def list_objects(store: ObjectStore) -> Iterator[StoredObject]:
     """Yield every object of ``store``, in no particular order.
 
-    Files that the filesystem store is still writing (hidden ``.*.partial`` files) and
-    objects already moved aside are left out.
+    Objects still being written and objects already moved aside are left out. Raises
+    :class:`~noctis_common.storage.StorageError` when the store cannot be listed.
     """
-    if isinstance(store, FileSystemObjectStore):
-        yield from _list_folder(store.root)
-    elif isinstance(store, S3ObjectStore):
-        yield from _list_bucket(store)
-    else:
-        raise BackupError(
-            f"listing the objects of a {type(store).__name__} is not supported; "
-            "backups support the filesystem and S3 object stores"
-        )
-
-
-def _list_folder(root: Path) -> Iterator[StoredObject]:
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-        for name in files:
-            if name.startswith("."):
-                continue
-            path = Path(folder, name)
-            try:
-                status = path.stat()
-            except FileNotFoundError:
-                continue  # deleted since the folder was read
-            yield StoredObject(
-                key=path.relative_to(root).as_posix(),
-                size=status.st_size,
-                modified_at=datetime.fromtimestamp(status.st_mtime, UTC),
-            )
-
-
-def _list_bucket(store: S3ObjectStore) -> Iterator[StoredObject]:
-    try:
-        for item in store.client.list_objects(store.bucket, recursive=True):
-            key = str(item.object_name)
-            if key.startswith(S3_QUARANTINE_PREFIX):
-                continue
-            modified_at = item.last_modified or datetime.now(UTC)
-            yield StoredObject(key=key, size=int(item.size or 0), modified_at=modified_at)
-    except MinioException as error:
-        raise StorageError(
-            f"listing S3 bucket {store.bucket!r} failed: {error}; check the NOCTIS_S3_* "
-            "settings and that the access key may list the bucket"
-        ) from error
+    for item in store.list_objects():
+        if not item.key.startswith(S3_QUARANTINE_PREFIX):
+            yield item
 
 
 def copy_object_to_file(store: ObjectStore, key: str, target: Path) -> int:
@@ -174,12 +121,5 @@ def _move_s3_object_aside(store: S3ObjectStore, key: str, quarantine: str) -> st
     if not prefix.startswith(S3_QUARANTINE_PREFIX):
         prefix = S3_QUARANTINE_PREFIX + prefix
     target = prefix + key
-    try:
-        # NOTE: a single server-side copy is limited to 5 GiB by S3.
-        store.client.copy_object(store.bucket, target, CopySource(store.bucket, key))
-        store.client.remove_object(store.bucket, key)
-    except MinioException as error:
-        raise StorageError(
-            f"moving object {key!r} to {target!r} in S3 bucket {store.bucket!r} failed: {error}"
-        ) from error
+    store.move(key, target)
     return f"s3://{store.bucket}/{target}"

@@ -7,7 +7,12 @@ its key only once all bytes are durable, so a reader never sees a partial object
 from __future__ import annotations
 
 from noctis_common.settings import Settings
-from noctis_common.storage.base import ObjectNotFoundError, ObjectStore, StorageError
+from noctis_common.storage.base import (
+    ObjectNotFoundError,
+    ObjectStore,
+    StorageError,
+    StoredObject,
+)
 from noctis_common.storage.filesystem import FileSystemObjectStore
 from noctis_common.storage.s3 import S3ObjectStore
 
@@ -17,6 +22,7 @@ __all__ = [
     "ObjectStore",
     "S3ObjectStore",
     "StorageError",
+    "StoredObject",
     "create_object_store",
 ]
 

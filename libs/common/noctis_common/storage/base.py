@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -13,6 +15,15 @@ class ObjectNotFoundError(LookupError):
 
 class StorageError(OSError):
     """The object store failed to write, read or delete an object."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object found by :meth:`ObjectStore.list_objects`."""
+
+    key: str
+    size: int
+    modified_at: datetime
 
 
 class ObjectStore(Protocol):
@@ -41,3 +52,10 @@ class ObjectStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Delete the object; deleting a missing key is not an error."""
+
+    def list_objects(self) -> Iterator[StoredObject]:
+        """Yield every complete object, in no particular order.
+
+        Objects still being written are left out. Raises :class:`StorageError` when the
+        store cannot be listed; the listing may have yielded some objects by then.
+        """

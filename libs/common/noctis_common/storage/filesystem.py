@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from noctis_common.storage.base import ObjectNotFoundError, StorageError
+from noctis_common.storage.base import ObjectNotFoundError, StorageError, StoredObject
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -105,3 +106,31 @@ class FileSystemObjectStore:
             return
         except OSError as error:
             raise StorageError(f"failed to delete object {key!r}: {error}") from error
+
+    def list_objects(self) -> Iterator[StoredObject]:
+        """Yield every file under the root folder, leaving out hidden ``.*`` files and folders.
+
+        The hidden files are copies still being written (``.<name>.<pid>.partial``).
+        """
+
+        def walk_failed(error: OSError) -> None:
+            raise StorageError(
+                f"listing object store folder {self.root} failed: {error}; check that the "
+                "folder exists and that this process may read it"
+            ) from error
+
+        for folder, subfolders, files in os.walk(self.root, onerror=walk_failed):
+            subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+            for name in files:
+                if name.startswith("."):
+                    continue
+                path = Path(folder, name)
+                try:
+                    status = path.stat()
+                except FileNotFoundError:
+                    continue  # deleted since the folder was read
+                yield StoredObject(
+                    key=path.relative_to(self.root).as_posix(),
+                    size=status.st_size,
+                    modified_at=datetime.fromtimestamp(status.st_mtime, UTC),
+                )

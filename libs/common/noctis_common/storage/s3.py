@@ -16,18 +16,20 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, TypeVar, cast
 from urllib.parse import urlsplit
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import CopySource
 from minio.error import MinioException, S3Error
 
 from noctis_common.settings import Settings
-from noctis_common.storage.base import ObjectNotFoundError, StorageError
+from noctis_common.storage.base import ObjectNotFoundError, StorageError, StoredObject
 from noctis_common.storage.s3_reader import S3ObjectReader
-from noctis_common.storage.s3_retry import RetryPolicy
+from noctis_common.storage.s3_retry import RetryPolicy, is_transient_error
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +122,7 @@ class S3ObjectStore:
             client = Minio(
                 endpoint,
                 access_key=settings.s3_access_key or None,
-                secret_key=settings.s3_secret_key or None,
+                secret_key=settings.s3_secret_key.get_secret_value() or None,
                 secure=secure,
                 region=settings.s3_region,
                 http_client=http_client or create_http_client(settings),
@@ -207,6 +209,49 @@ class S3ObjectStore:
             f"deleting object {key!r} from {self._location}",
             lambda: self.client.remove_object(self.bucket, key),
         )
+
+    def list_objects(self) -> Iterator[StoredObject]:
+        """Yield every object of the bucket, listed by ``ListObjectsV2`` requests, page by page.
+
+        A page whose request fails for a transient reason is requested again, within
+        the retry limits, from the last key yielded.
+        """
+        description = f"listing the objects of {self._location}"
+        retrying = self.retry.begin(description)
+        start_after: str | None = None
+        while True:
+            try:
+                for item in self.client.list_objects(
+                    self.bucket, recursive=True, start_after=start_after
+                ):
+                    key = str(item.object_name)
+                    start_after = key
+                    retrying.reset()
+                    yield StoredObject(
+                        key=key,
+                        size=int(item.size or 0),
+                        modified_at=item.last_modified or datetime.now(UTC),
+                    )
+                return
+            except REQUEST_ERRORS as error:
+                if not is_transient_error(error):
+                    raise self._translate(description, error) from error
+                # Raises StorageError once the retry time is used up.
+                retrying.wait_or_raise(error)
+
+    def move(self, key: str, target_key: str) -> None:
+        """Move object ``key`` to ``target_key`` in the bucket: a server-side copy, then delete.
+
+        The original is deleted only after the server acknowledged the copy. Raises
+        :class:`ObjectNotFoundError` when ``key`` does not exist.
+        """
+        # NOTE: S3 limits a single server-side copy to objects of 5 GiB.
+        self._call(
+            f"copying object {key!r} to {target_key!r} in {self._location}",
+            lambda: self.client.copy_object(self.bucket, target_key, CopySource(self.bucket, key)),
+            key,
+        )
+        self.delete(key)
 
     def check(self) -> None:
         """Raise :class:`StorageError` unless the bucket is reachable with the credentials.
