@@ -331,13 +331,6 @@ def test_encoded_token_parameter_is_redacted(name: str) -> None:
     assert "SECRET" not in record.getMessage()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="audit_http._query_without_token drops only items spelt access_token=, but "
-    "Starlette also reads the token from access%5Ftoken=, so the audit record keeps the "
-    "bearer token; decode each name before comparing, as AccessTokenLogFilter does "
-    "(noctis_common/audit_http.py, E3's area)",
-)
 def test_encoded_token_parameter_stays_out_of_audit(
     auth_client: TestClient, signing_key: SigningKey, stored_study: StoredStudy, admin_token: str
 ) -> None:

@@ -6,12 +6,14 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 from pathlib import Path
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from noctis_common.context import ArchiveContext
@@ -227,6 +229,30 @@ def test_unreachable_key_set_gives_503(tmp_path: Path) -> None:
     assert "retry later" in response.json()["detail"]
 
 
+def test_unreachable_key_set_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        auth_mode="internal",
+        auth_issuer=ISSUER,
+        auth_jwks_url=f"http://127.0.0.1:{free_port()}/jwks",
+    )
+    context = ArchiveContext.create(settings)
+    try:
+        with TestClient(archive_app(context)) as client, caplog.at_level(logging.INFO):
+            token = make_token(SigningKey.generate("ES256"), roles=(Role.RADIOLOGIST,))
+            statuses = [client.get(STUDIES, headers=bearer(token)).status_code for _ in range(5)]
+    finally:
+        context.close()
+
+    errors = [
+        record
+        for record in caplog.records
+        if record.name == "noctis_common.auth" and record.levelno >= logging.WARNING
+    ]
+    assert statuses == [503] * 5
+    assert len(errors) == 1
+
+
 def test_token_in_query_opens_wado_uri_link(
     auth_client: TestClient, signing_key: SigningKey, stored_study: StoredStudy
 ) -> None:
@@ -284,3 +310,103 @@ def test_oidc_roles_are_mapped_to_scopes(tmp_path: Path, key_server: KeyServer) 
             assert response.json()["missing_scope"] == "search"
     finally:
         context.close()
+
+
+def test_two_authorization_headers_are_rejected(
+    auth_client: TestClient, signing_key: SigningKey
+) -> None:
+    valid = f"Bearer {make_token(signing_key, roles=(Role.RADIOLOGIST,))}"
+    for headers in (
+        [("Authorization", valid), ("Authorization", "Bearer forged")],
+        [("Authorization", "Bearer forged"), ("Authorization", valid)],
+        [("Authorization", valid), ("Authorization", valid)],
+    ):
+        response = auth_client.get(STUDIES, headers=headers)
+
+        assert response.status_code == 400
+        assert 'error="invalid_request"' in response.headers["WWW-Authenticate"]
+        assert "2 Authorization headers" in response.json()["detail"]
+
+
+def test_header_and_query_token_are_rejected(
+    auth_client: TestClient, signing_key: SigningKey
+) -> None:
+    token = make_token(signing_key, roles=(Role.RADIOLOGIST,))
+    response = auth_client.get(
+        "/wado",
+        params={"requestType": "WADO", "studyUID": "1.2", "seriesUID": "1.3", "objectUID": "1.4"}
+        | {"access_token": token},
+        headers=bearer(token),
+    )
+
+    assert response.status_code == 400
+    assert 'error="invalid_request"' in response.headers["WWW-Authenticate"]
+
+
+KEYCLOAK_ISSUER = "https://keycloak.example/realms/hospital"
+
+
+def _oidc_client(tmp_path: Path, key_server: KeyServer) -> tuple[ArchiveContext, FastAPI]:
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        auth_mode="oidc",
+        auth_issuer=KEYCLOAK_ISSUER,
+        auth_jwks_url=key_server.jwks_url,
+        auth_role_claim="realm_access.roles",
+        auth_role_mapping="pacs-reader=radiologist,pacs-sender=modality_gateway",
+    )
+    context = ArchiveContext.create(settings)
+    return context, archive_app(context)
+
+
+def test_oidc_scope_claim_grants_nothing(tmp_path: Path, key_server: KeyServer) -> None:
+    context, app = _oidc_client(tmp_path, key_server)
+    try:
+        with TestClient(app) as client:
+            token = make_token(
+                key_server.keys[0],
+                scope="openid search retrieve store",
+                issuer=KEYCLOAK_ISSUER,
+                realm_access={"roles": ["offline_access"]},
+            )
+            response = client.get(STUDIES, headers=bearer(token))
+    finally:
+        context.close()
+
+    assert response.status_code == 403
+    assert response.json()["missing_scope"] == "search"
+
+
+def test_oidc_scope_claim_narrows_roles(tmp_path: Path, key_server: KeyServer) -> None:
+    context, app = _oidc_client(tmp_path, key_server)
+    try:
+        with TestClient(app) as client:
+            sender = make_token(
+                key_server.keys[0],
+                scope="openid search retrieve store",
+                issuer=KEYCLOAK_ISSUER,
+                realm_access={"roles": ["pacs-sender"]},
+            )
+            reader_store_only = make_token(
+                key_server.keys[0],
+                scope="openid store",
+                issuer=KEYCLOAK_ISSUER,
+                realm_access={"roles": ["pacs-reader"]},
+            )
+            sender_search = client.get(STUDIES, headers=bearer(sender))
+            reader_search = client.get(STUDIES, headers=bearer(reader_store_only))
+    finally:
+        context.close()
+
+    assert sender_search.status_code == 403
+    assert reader_search.status_code == 403
+
+
+def test_internal_scope_beyond_roles_dropped(
+    auth_client: TestClient, signing_key: SigningKey
+) -> None:
+    token = make_token(signing_key, roles=(Role.MODALITY_GATEWAY,), scope="store search retrieve")
+    no_roles = make_token(signing_key, roles=(), scope="search retrieve")
+
+    assert auth_client.get(STUDIES, headers=bearer(token)).status_code == 403
+    assert auth_client.get(STUDIES, headers=bearer(no_roles)).status_code == 403

@@ -15,12 +15,6 @@ import pytest
 from tests.auth_service.conftest import auth_settings, running_auth_app
 from tests.auth_service.helpers import AuthApp, access_token, bearer, create_user
 
-NUL_QUERY_REASON = (
-    "the token service looks the value up in the index unchecked; PostgreSQL rejects NUL "
-    "(DataError) and the request ends in 500; reject NUL in find_user/find_client or in "
-    "read_form (services/auth, E3's area)"
-)
-
 
 @pytest.fixture
 def postgres_auth_app(tmp_path: Path, postgres_url: str) -> Iterator[AuthApp]:
@@ -36,12 +30,10 @@ def postgres_auth_app(tmp_path: Path, postgres_url: str) -> Iterator[AuthApp]:
     [
         pytest.param(
             {"grant_type": "password", "username": "ad\x00min", "password": "wrong"},
-            marks=pytest.mark.xfail(strict=True, reason=NUL_QUERY_REASON),
             id="username",
         ),
         pytest.param(
             {"grant_type": "client_credentials", "client_id": "gw\x00", "client_secret": "x"},
-            marks=pytest.mark.xfail(strict=True, reason=NUL_QUERY_REASON),
             id="client_id",
         ),
         pytest.param({"grant_type": "refresh_token", "refresh_token": "x\x00"}, id="refresh"),
@@ -53,18 +45,11 @@ def test_nul_in_token_request_is_rejected(postgres_auth_app: AuthApp, form: dict
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason=NUL_QUERY_REASON)
 def test_nul_in_authorize_client_is_rejected(postgres_auth_app: AuthApp) -> None:
     response = postgres_auth_app.client.get("/auth/authorize", params={"client_id": "o\x00"})
     assert response.status_code == 400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the admin API returns a new client_secret without Cache-Control: no-store, so "
-    "a browser or proxy may keep it; send NO_STORE_HEADERS on admin responses "
-    "(services/auth, E3's area)",
-)
 def test_client_secret_is_not_cached(auth_app: AuthApp) -> None:
     token = access_token(auth_app.client, "admin")
     response = auth_app.client.post(

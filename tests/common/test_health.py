@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,3 +156,57 @@ def test_shutting_down_is_not_ready(context: ArchiveContext) -> None:
 
     assert report.status_code == 503
     assert report.to_json()["status"] == "shutting down"
+
+
+def test_hung_optional_check_never_waited(sqlite_settings: Settings) -> None:
+    context = ArchiveContext.create(sqlite_settings)
+    broker = BlockingStore()
+    context.kafka_publisher = broker  # type: ignore[assignment]
+    try:
+        probe = ReadinessProbe(context, [Dependency.DATABASE], optional=[Dependency.BROKER])
+        first = probe.check()
+        second = probe.check()
+    finally:
+        broker.release.set()
+        context.kafka_publisher = None
+        context.close()
+
+    assert first.ready
+    assert first.to_json()["dependencies"]["broker"] == {"status": "pending", "required": False}
+    assert second.ready
+    assert broker.calls == 1
+
+
+class FailingBroker:
+    """A publisher whose check fails at once, like a broker that refuses connections."""
+
+    def check(self) -> None:
+        raise ConnectionRefusedError("broker refused the connection")
+
+
+def test_optional_check_reports_last_result(sqlite_settings: Settings) -> None:
+    context = ArchiveContext.create(sqlite_settings)
+    context.kafka_publisher = FailingBroker()  # type: ignore[assignment]
+    try:
+        probe = ReadinessProbe(context, [Dependency.DATABASE], optional=[Dependency.BROKER])
+        probe.check()
+        for _ in range(100):
+            report = probe.check()
+            if not report.statuses[-1].pending:
+                break
+            time.sleep(0.02)
+    finally:
+        context.kafka_publisher = None
+        context.close()
+
+    broker = report.to_json()["dependencies"]["broker"]
+    assert report.ready
+    assert broker["status"] == "failed"
+    assert broker["error"] == "ConnectionRefusedError: broker refused the connection"
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/live", "/health/ready"])
+def test_health_answers_head(health_client: TestClient, path: str) -> None:
+    response = health_client.head(path)
+
+    assert response.status_code == 200

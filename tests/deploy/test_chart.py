@@ -211,6 +211,25 @@ def test_noctis_pods_probe_health_endpoints(default_objects: list[dict[str, Any]
             assert probe["port"] in port_names, object_name(document)
 
 
+def test_readiness_answers_within_probe_timeout(
+    default_objects: list[dict[str, Any]],
+) -> None:
+    config = next(
+        document
+        for document in default_objects
+        if document["kind"] == "ConfigMap" and document["metadata"]["name"] == "noctis-config"
+    )
+    readiness_timeout_s = float(
+        config["data"].get(
+            "NOCTIS_READINESS_TIMEOUT_S", Settings.model_fields["readiness_timeout_s"].default
+        )
+    )
+    for document in noctis_deployments(default_objects):
+        container = document["spec"]["template"]["spec"]["containers"][0]
+        probe_timeout_s = container["readinessProbe"]["timeoutSeconds"]
+        assert readiness_timeout_s < probe_timeout_s, object_name(document)
+
+
 def test_shutdown_timeouts_fit_grace_period(production_objects: list[dict[str, Any]]) -> None:
     for document in noctis_deployments(production_objects):
         spec = document["spec"]["template"]["spec"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
+from sqlalchemy.exc import OperationalError
 
 from noctis_common.archive import Archive, FailureReason, StoreFailedError
 from noctis_common.storage import StorageError
@@ -151,6 +153,28 @@ def test_out_of_resources_answers_a700(
     assert "DIMSE Status                  : 0xa700" in result.stdout
     assert scp.instance_count() == 0
     assert scp.spool_files() == []
+
+
+def test_index_failure_logs_one_error(
+    sqlite_scp: RunningSCP,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def fail_to_index(*_args: object, **_keywords: object) -> None:
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(Archive, "_insert_rows", fail_to_index)
+    [path] = write_series(tmp_path / "series", 1)
+
+    with caplog.at_level(logging.INFO):
+        result = run_dcmtk("storescu", "-v", "127.0.0.1", sqlite_scp.port, path)
+
+    errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert result.returncode != 0
+    assert len(errors) == 1, errors
+    assert "failed with status 0xA700" in errors[0]
+    assert "OperationalError" in errors[0]
 
 
 def test_unexpected_error_keeps_association(

@@ -9,6 +9,7 @@ gateway and the broker are killed by SIGKILL while instances keep arriving.
 from __future__ import annotations
 
 import io
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -220,6 +221,17 @@ def changefeed_ids(deployment: Deployment, event_type: str) -> set[str]:
 # -- the run ------------------------------------------------------------------------------
 
 
+def readiness_once_broker_failed(service_url: str, timeout_s: float = 30.0) -> httpx.Response:
+    """Probe readiness until the broker's background check reports the outage."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = httpx.get(f"{service_url}/health/ready", timeout=10)
+        broker = response.json().get("dependencies", {}).get("broker", {})
+        if broker.get("status") == "failed" or time.monotonic() > deadline:
+            return response
+        time.sleep(0.5)
+
+
 def send_at_once(deployment: Deployment, sent: Sent, folder: Path) -> set[str]:
     """Send studies through both gateways (storescu) and STOW-RS at the same time.
 
@@ -297,7 +309,7 @@ def run_scenario(deployment: Deployment, folder: Path) -> None:
     during_outage = (len(to_survivor.acknowledged), len(to_stow.acknowledged))
     assert to_survivor.wait_for_acknowledged(during_outage[0] + 3), to_survivor.failure
     assert to_stow.wait_for_acknowledged(during_outage[1] + 3), to_stow.failure
-    stow_readiness = httpx.get(f"{deployment.services['stow'].url}/health/ready", timeout=30)
+    stow_readiness = readiness_once_broker_failed(deployment.services["stow"].url)
     deployment.broker.start()
     gateway_1.start(wait=False)
     to_survivor.join()

@@ -367,10 +367,10 @@ class Archive:
             ) from error
         except SQLAlchemyError as error:
             # The database's own message can quote patient data (a duplicated key, say),
-            # so only the error class and SQLSTATE are logged and sent back.
+            # so only the error class and SQLSTATE are sent back. The caller logs the
+            # failure with the instance's UID, so it is not logged here as well.
             sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
             detail = f"{type(error).__name__}" + (f", SQLSTATE {sqlstate}" if sqlstate else "")
-            logger.error("the index database failed while storing an instance: %s", detail)
             raise StoreFailedError(
                 FailureReason.OUT_OF_RESOURCES,
                 f"the index database failed ({detail}); retry later",

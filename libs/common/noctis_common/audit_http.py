@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import unquote_plus
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -84,10 +85,17 @@ def note_audit_details(
 
 
 def _query_without_token(query_string: bytes) -> str:
+    """Return the query string without its ``access_token`` parameters.
+
+    Names are compared percent-decoded, as Starlette reads them, so that
+    ``access%5Ftoken=`` is dropped too.
+    """
     text = query_string.decode("latin-1")
-    if ACCESS_TOKEN_PARAMETER not in text:
-        return text
-    kept = [item for item in text.split("&") if not item.startswith(ACCESS_TOKEN_PARAMETER + "=")]
+    kept = [
+        item
+        for item in text.split("&")
+        if unquote_plus(item.partition("=")[0]).strip() != ACCESS_TOKEN_PARAMETER
+    ]
     return "&".join(kept)
 
 

@@ -22,9 +22,12 @@ accept the token as the ``access_token`` query parameter (RFC 6750 2.3). Such UR
 up in browser histories and proxy logs: prefer the header wherever the client can set
 it. Noctis's own access log lines drop the parameter (:class:`AccessTokenLogFilter`).
 
-Scopes come from the ``scope`` claim. With ``NOCTIS_AUTH_MODE=oidc`` the roles of the
-claim that ``NOCTIS_AUTH_ROLE_CLAIM`` names are mapped to Noctis roles through
-``NOCTIS_AUTH_ROLE_MAPPING``, and their scopes (:mod:`noctis_common.roles`) are added.
+Roles grant scopes (:mod:`noctis_common.roles`), and the ``scope`` claim can only
+narrow them. With ``internal`` the roles are the ``roles`` claim, and the principal gets
+the scopes of the ``scope`` claim that its roles grant. With ``NOCTIS_AUTH_MODE=oidc``
+the roles of the claim that ``NOCTIS_AUTH_ROLE_CLAIM`` names are mapped to Noctis
+roles through ``NOCTIS_AUTH_ROLE_MAPPING``. The principal gets their scopes, narrowed
+to those the ``scope`` claim names when it names any Noctis scope.
 
 Where the keys come from: ``NOCTIS_AUTH_JWKS_URL`` when set; else, with ``internal``,
 the token service of this process (:func:`set_local_key_source`); else the
@@ -56,6 +59,7 @@ from noctis_common.auth_keys import (
     discovery_jwks_fetcher,
     http_jwks_fetcher,
 )
+from noctis_common.failure_log import RepeatedFailureLog
 from noctis_common.roles import ROLE_NAMES, Role, Scope, scopes_for_roles
 from noctis_common.settings import Settings
 
@@ -106,7 +110,12 @@ class AuthenticationError(Exception):
     """The request carries no valid token (401)."""
 
     def __init__(
-        self, description: str, *, token_present: bool = True, unavailable: bool = False
+        self,
+        description: str,
+        *,
+        token_present: bool = True,
+        unavailable: bool = False,
+        invalid_request: bool = False,
     ) -> None:
         super().__init__(description)
         self.description = description
@@ -114,14 +123,18 @@ class AuthenticationError(Exception):
         # The token could not be checked because the key set is out of reach: a server
         # fault (503), not a reason for the client to log in again.
         self.unavailable = unavailable
+        # The request itself is malformed, such as one with two tokens (RFC 6750 3.1
+        # invalid_request, answered with 400).
+        self.invalid_request = invalid_request
 
     @property
     def www_authenticate(self) -> str:
         # RFC 6750 3.1: a request without credentials gets no error code.
         if not self.token_present:
             return f'Bearer realm="{REALM}"'
+        error_code = "invalid_request" if self.invalid_request else "invalid_token"
         return (
-            f'Bearer realm="{REALM}", error="invalid_token", '
+            f'Bearer realm="{REALM}", error="{error_code}", '
             f'error_description="{challenge_text(self.description)}"'
         )
 
@@ -189,6 +202,10 @@ class Authenticator:
         self._key_set: KeySet | None = None
         # Set by the token service of this process (auth mode internal).
         self.local_key_source: JWKSFetcher | None = None
+        # While the key set cannot be fetched, every request fails the same way.
+        self.key_set_failure_log = RepeatedFailureLog(
+            logger, "verifying a token against the signing key set"
+        )
 
     @property
     def enabled(self) -> bool:
@@ -255,12 +272,13 @@ class Authenticator:
                 f"{error}; the token was not signed by a known key"
             ) from error
         except KeySetUnavailableError as error:
-            logger.error("cannot verify a token: %s", error)
+            self.key_set_failure_log.failed(error)
             raise AuthenticationError(
                 "the signing keys could not be fetched, so the token cannot be verified; "
                 "retry later",
                 unavailable=True,
             ) from error
+        self.key_set_failure_log.succeeded()
         return self._decode(token, key, algorithm, expected_issuer)
 
     def _decode(
@@ -299,15 +317,22 @@ class Authenticator:
         """Build the principal of verified ``claims``: roles, scopes and restrictions."""
         settings = self.settings
         scope_names = set(_string_list(claims.get("scope")))
-        scopes = {scope for scope in Scope if scope.value in scope_names}
+        claimed_scopes = {scope for scope in Scope if scope.value in scope_names}
         if settings.auth_mode == "oidc":
             mapping = settings.auth_role_map
             provider_roles = _string_list(claim_at_path(claims, settings.auth_role_claim))
             roles = {mapping.get(name, name) for name in provider_roles}
             roles &= ROLE_NAMES
-            scopes |= scopes_for_roles(roles)
+            # A provider's scope claim lists what the client asked for ("openid
+            # profile"), which any client can ask for: it narrows the roles' scopes
+            # when it names Noctis scopes, and grants none by itself.
+            granted = scopes_for_roles(roles)
+            scopes = granted & claimed_scopes if claimed_scopes else set(granted)
         else:
             roles = set(_string_list(claims.get("roles"))) & ROLE_NAMES
+            # The token service writes the scopes granted to the token's roles, or
+            # fewer; a scope outside the roles' is dropped all the same.
+            scopes = claimed_scopes & scopes_for_roles(roles)
         subject = str(claims.get("sub", ""))
         physician = claims.get(settings.auth_referring_physician_claim)
         return Principal(
@@ -328,7 +353,25 @@ def client_address(request: Request) -> str:
 
 
 def _bearer_token(request: Request, query_token: bool) -> str | None:
-    header = request.headers.get("authorization")
+    """Return the request's one bearer token, or ``None`` when it carries none.
+
+    RFC 6750 2 allows one token per request. A request with two Authorization headers,
+    or with the header and the query parameter, is ambiguous: which token a proxy or
+    the audit trail sees could differ from the one checked, so it is rejected.
+    """
+    headers = request.headers.getlist("authorization")
+    if len(headers) > 1:
+        raise AuthenticationError(
+            f"the request has {len(headers)} Authorization headers; send exactly one",
+            invalid_request=True,
+        )
+    header = headers[0] if headers else None
+    if header and query_token and ACCESS_TOKEN_PARAMETER in request.query_params:
+        raise AuthenticationError(
+            f"the request has a token in both the Authorization header and the "
+            f"{ACCESS_TOKEN_PARAMETER} query parameter; send only one",
+            invalid_request=True,
+        )
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -424,10 +467,11 @@ async def _authentication_error_response(request: Request, error: Exception) -> 
             status_code=503,
             headers={"Retry-After": str(KEY_SET_RETRY_AFTER_S)},
         )
-    request.state.audit_outcome_description = f"HTTP 401: {error.description}"
+    status_code = 400 if error.invalid_request else 401
+    request.state.audit_outcome_description = f"HTTP {status_code}: {error.description}"
     return JSONResponse(
         {"detail": error.description},
-        status_code=401,
+        status_code=status_code,
         headers={"WWW-Authenticate": error.www_authenticate},
     )
 

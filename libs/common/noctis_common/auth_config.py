@@ -13,6 +13,7 @@ decides what each calling AE title may do, whatever the auth mode.
 from __future__ import annotations
 
 import ipaddress
+from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING
 
 from noctis_common.roles import ROLE_NAMES
@@ -40,6 +41,27 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def parse_trusted_proxies(text: str) -> list[IPv4Network | IPv6Network] | None:
+    """Parse comma-separated addresses and CIDR networks; return ``None`` for '*'.
+
+    Raises :class:`InsecureConfigurationError` naming an entry that is neither.
+    """
+    entries = [item.strip() for item in text.split(",") if item.strip()]
+    if entries == ["*"]:
+        return None
+    networks: list[IPv4Network | IPv6Network] = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError as error:
+            raise InsecureConfigurationError(
+                f"invalid NOCTIS_TRUSTED_PROXIES entry {entry!r}: {error}; write IP "
+                "addresses or CIDR networks separated by commas, such as "
+                "'127.0.0.1,10.0.0.0/8', or '*' alone to trust every peer"
+            ) from error
+    return networks
 
 
 def parse_role_mapping(text: str) -> dict[str, str]:
@@ -86,3 +108,4 @@ def check_auth_settings(settings: Settings) -> None:
             "Connect provider (for Keycloak: https://HOST/realms/REALM)"
         )
     parse_role_mapping(settings.auth_role_mapping)
+    parse_trusted_proxies(settings.trusted_proxies)

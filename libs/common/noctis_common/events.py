@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 
 from noctis_common.db import Database
 from noctis_common.db.models import OutboxEvent
+from noctis_common.failure_log import RepeatedFailureLog
 from noctis_common.metrics import OUTBOX_EVENTS_PUBLISHED, OUTBOX_PUBLISH_ERRORS
 from noctis_common.tracing import (
     IN_PROCESS_MESSAGING_SYSTEM,
@@ -207,6 +208,7 @@ class OutboxRelay:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.failure_log = RepeatedFailureLog(logger, "publishing outbox events")
 
     def notify(self) -> None:
         self._wake.set()
@@ -236,23 +238,12 @@ class OutboxRelay:
                 failures += 1
                 OUTBOX_PUBLISH_ERRORS.inc()
                 delay_s = min(self.retry_max_s, self.poll_interval_s * 2 ** (failures - 1))
-                if failures == 1:
-                    logger.exception("publishing outbox events failed; retrying in %.1f s", delay_s)
-                else:
-                    logger.warning(
-                        "publishing outbox events failed %d times in a row (%s: %s); "
-                        "retrying in %.1f s",
-                        failures,
-                        type(error).__name__,
-                        error,
-                        delay_s,
-                    )
+                self.failure_log.failed(error, retry_in_s=delay_s)
                 # New events must not cut the backoff short, so only stop() ends it.
                 self._stop.wait(delay_s)
                 continue
-            if failures:
-                logger.info("outbox relay publishes again after %d failed attempts", failures)
-                failures = 0
+            failures = 0
+            self.failure_log.succeeded()
             notified = self._wake.wait(self.poll_interval_s)
             self._wake.clear()
             if notified and self.batch_delay_s > 0:

@@ -1,8 +1,11 @@
 """Liveness and readiness of a service: ``/health/live`` and ``/health/ready``.
 
 Liveness only shows that the process serves HTTP. Readiness checks the dependencies a
-service needs for its work, each in its own thread and bounded by
-``NOCTIS_READINESS_TIMEOUT_S``:
+service needs for its work, each in its own thread. A required check is waited for at
+most ``NOCTIS_READINESS_TIMEOUT_S``, which must stay below the orchestrator's probe
+timeout. An optional check is never waited for: it runs in the background and the
+report shows its last finished result, so a hung optional dependency cannot delay the
+answer past the probe timeout.
 
 - ``database``: ``SELECT 1`` on the index;
 - ``object_store``: the store's ``check()``;
@@ -68,10 +71,12 @@ class DependencyStatus:
     dependency: Dependency
     required: bool
     error: str | None
+    # True for an optional check whose first run has not finished yet.
+    pending: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.error is None and not self.pending
 
 
 @dataclass(frozen=True)
@@ -98,10 +103,8 @@ class ReadinessReport:
         """Return the readiness body: overall status, failing dependencies, each check."""
         dependencies: dict[str, dict[str, Any]] = {}
         for item in self.statuses:
-            entry: dict[str, Any] = {
-                "status": "ok" if item.ok else "failed",
-                "required": item.required,
-            }
+            status = "pending" if item.pending else "ok" if item.ok else "failed"
+            entry: dict[str, Any] = {"status": status, "required": item.required}
             if item.error is not None:
                 entry["error"] = item.error
             dependencies[str(item.dependency)] = entry
@@ -124,6 +127,7 @@ class _BoundedCheck:
 
     A check that outlives its timeout keeps running, and later requests wait for that
     same run instead of starting another, so a hung dependency occupies one thread only.
+    ``last_finished`` is the most recent run that has finished, for optional checks.
     """
 
     def __init__(self, dependency: Dependency, function: Callable[[], None]) -> None:
@@ -131,6 +135,7 @@ class _BoundedCheck:
         self.function = function
         self._lock = threading.Lock()
         self._run: _CheckRun | None = None
+        self.last_finished: _CheckRun | None = None
 
     def start(self) -> _CheckRun:
         """Start a run, or return the one still running."""
@@ -149,6 +154,7 @@ class _BoundedCheck:
         except Exception as exception:
             run.error = describe_error(exception)
         run.done.set()
+        self.last_finished = run
 
     @staticmethod
     def result(run: _CheckRun, timeout_s: float) -> str | None:
@@ -192,13 +198,22 @@ class ReadinessProbe:
         self._last_errors: dict[Dependency, str | None] = {}
 
     def check(self) -> ReadinessReport:
-        """Run every check at once and wait for them, each at most ``timeout_s``."""
+        """Run every check at once and wait for the required ones, each at most ``timeout_s``.
+
+        Optional checks are started (unless one is still running) but not waited for:
+        their status is that of their last finished run, or ``pending`` before the first.
+        """
         started = [(check, required, check.start()) for check, required in self._checks]
         statuses = []
         for check, required, run in started:
-            error = check.result(run, self.timeout_s)
-            self._log_change(check.dependency, error)
-            statuses.append(DependencyStatus(check.dependency, required, error))
+            if required:
+                error = check.result(run, self.timeout_s)
+                status = DependencyStatus(check.dependency, required, error)
+            else:
+                status = _last_status(check)
+            if not status.pending:
+                self._log_change(check.dependency, status.error)
+            statuses.append(status)
         return ReadinessReport(tuple(statuses), shutting_down=self.shutting_down)
 
     def _log_change(self, dependency: Dependency, error: str | None) -> None:
@@ -209,6 +224,14 @@ class ReadinessProbe:
             logger.warning("readiness: %s check failed: %s", dependency, error)
         elif error is None and previous is not None:
             logger.info("readiness: %s check passes again", dependency)
+
+
+def _last_status(check: _BoundedCheck) -> DependencyStatus:
+    """Return the status of an optional check from its last finished run."""
+    finished = check.last_finished
+    if finished is None:
+        return DependencyStatus(check.dependency, False, None, pending=True)
+    return DependencyStatus(check.dependency, False, finished.error)
 
 
 def _check_function(context: ArchiveContext, dependency: Dependency) -> Callable[[], None] | None:
@@ -243,19 +266,19 @@ def check_kafka_brokers(connection_options: dict[str, Any], timeout_s: float) ->
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/health")
+@router.api_route("/health", methods=["GET", "HEAD"])
 def health() -> dict[str, str]:
     """Return ``ok`` while the process serves HTTP (kept for older probes)."""
     return {"status": "ok"}
 
 
-@router.get("/health/live")
+@router.api_route("/health/live", methods=["GET", "HEAD"])
 def health_live() -> dict[str, str]:
     """Return ``alive`` while the process serves HTTP; it checks no dependency."""
     return {"status": "alive"}
 
 
-@router.get("/health/ready")
+@router.api_route("/health/ready", methods=["GET", "HEAD"])
 def health_ready(request: Request) -> JSONResponse:
     """Check the service's dependencies; 503 names the required ones that failed."""
     probe: ReadinessProbe = request.app.state.readiness

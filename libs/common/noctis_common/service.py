@@ -97,9 +97,10 @@ def serve_http(
         port=settings.http_port,
         log_config=None,
         timeout_graceful_shutdown=settings.http_shutdown_timeout_s,
-        # uvicorn would otherwise take the client address from X-Forwarded-For of
-        # loopback peers even with NOCTIS_TRUST_FORWARDED_HEADERS off.
-        proxy_headers=settings.trust_forwarded_headers,
+        # The client address and the links come from forwarded headers of trusted
+        # proxies only (noctis_common.client_address), so uvicorn must leave the TCP
+        # peer's address in the request instead of replacing it with X-Forwarded-For.
+        proxy_headers=False,
     )
     server = _GracefulServer(config, on_shutdown_signal)
     # After its shutdown uvicorn restores the handlers it found and raises the signal

@@ -5,13 +5,18 @@ Every setting is documented in the README's settings table with its default and 
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from noctis_common.auth_config import check_auth_settings, parse_role_mapping
+from noctis_common.auth_config import (
+    check_auth_settings,
+    parse_role_mapping,
+    parse_trusted_proxies,
+)
 from noctis_common.secret_files import read_secret_files
 
 # Secrets that a file can hold instead, as Kubernetes Secrets are mounted: each maps to
@@ -113,7 +118,15 @@ class Settings(BaseSettings):
     trust_forwarded_headers: bool = Field(
         default=True,
         description="Build response links from Forwarded and X-Forwarded-* proxy headers, "
-        "and take client addresses (login throttling, audit records) from their last entry.",
+        "and take client addresses (login throttling, audit records) from them, for "
+        "requests whose TCP peer is one of trusted_proxies; false ignores them always.",
+    )
+    trusted_proxies: str = Field(
+        default="127.0.0.1,::1",
+        description="Comma-separated addresses or networks (CIDR) of the reverse proxies "
+        "whose Forwarded and X-Forwarded-* headers are believed; '*' trusts every peer. "
+        "The default, loopback only, lets a proxy on the same host work while remote "
+        "clients cannot forge their address.",
     )
     cors_allow_origins: str = Field(
         default="*", description="Comma-separated origins allowed by CORS, or '*'."
@@ -262,10 +275,11 @@ class Settings(BaseSettings):
         "service whose index is behind exits and names the migration command.",
     )
     readiness_timeout_s: float = Field(
-        default=5.0,
+        default=2.0,
         gt=0,
-        description="Seconds each dependency check of /health/ready may take before it "
-        "counts as failed.",
+        description="Seconds each required dependency check of /health/ready may take "
+        "before it counts as failed. Keep it below the orchestrator's probe timeout (3 s "
+        "in the Helm chart); optional checks run in the background and never wait.",
     )
     http_shutdown_timeout_s: int = Field(
         default=30,
@@ -572,6 +586,11 @@ class Settings(BaseSettings):
     def audit_journal_dir(self) -> Path:
         """Folder of the audit journal files, which queue records for the audit table."""
         return self.data_dir / "audit-journal"
+
+    @property
+    def trusted_proxy_networks(self) -> list[IPv4Network | IPv6Network] | None:
+        """Return the networks of ``trusted_proxies``, or ``None`` when it is '*'."""
+        return parse_trusted_proxies(self.trusted_proxies)
 
     @property
     def auth_role_map(self) -> dict[str, str]:

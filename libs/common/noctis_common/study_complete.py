@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session
 from noctis_common.db import Database
 from noctis_common.db.models import Study
 from noctis_common.events import add_event
+from noctis_common.failure_log import RepeatedFailureLog
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ class StudyCompleteSweeper:
         self.on_announced = on_announced
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.failure_log = RepeatedFailureLog(logger, "the study-complete sweep")
 
     def start(self) -> None:
         if self._thread is not None:
@@ -214,9 +216,10 @@ class StudyCompleteSweeper:
         """Run one sweep and return how many studies it announced, logging any error."""
         try:
             announced = announce_complete_studies(self.database, self.quiet_s, self.public_base_url)
-        except Exception:
-            logger.exception("the study-complete sweep failed; retrying in %.1f s", self.interval_s)
+        except Exception as error:
+            self.failure_log.failed(error, retry_in_s=self.interval_s)
             return 0
+        self.failure_log.succeeded()
         if announced:
             logger.info(
                 "announced %d complete studies: %s%s",

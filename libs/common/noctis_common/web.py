@@ -20,6 +20,7 @@ from noctis_common.audit_api import router as audit_router
 from noctis_common.audit_http import AuditMiddleware
 from noctis_common.auth import install_access_control
 from noctis_common.capabilities import router as capabilities_router
+from noctis_common.client_address import forwarded_headers_trusted
 from noctis_common.context import ArchiveContext
 from noctis_common.health import (
     STORE_SERVICE_OPTIONAL,
@@ -288,9 +289,9 @@ def _first_value(header: str | None) -> str | None:
 def dicomweb_base_url(request: Request, settings: Settings) -> str:
     """Return the DICOMweb base URL for links in responses, without a trailing slash.
 
-    ``NOCTIS_PUBLIC_BASE_URL`` wins when set. Otherwise, when
-    ``NOCTIS_TRUST_FORWARDED_HEADERS`` is on, the host, scheme and path prefix that a
-    reverse proxy reports (``Forwarded``, ``X-Forwarded-Host``, ``X-Forwarded-Proto``,
+    ``NOCTIS_PUBLIC_BASE_URL`` wins when set. Otherwise, when the request comes from a
+    trusted proxy (``NOCTIS_TRUSTED_PROXIES``), the host, scheme and path prefix that it
+    reports (``Forwarded``, ``X-Forwarded-Host``, ``X-Forwarded-Proto``,
     ``X-Forwarded-Prefix``) replace those of the request.
     """
     if settings.public_base_url:
@@ -298,7 +299,7 @@ def dicomweb_base_url(request: Request, settings: Settings) -> str:
     scheme = request.url.scheme
     host = request.headers.get("host") or request.url.netloc
     prefix = ""
-    if settings.trust_forwarded_headers:
+    if forwarded_headers_trusted(request, settings):
         forwarded = _forwarded_pairs(request.headers.get("forwarded", ""))
         scheme = (
             forwarded.get("proto")

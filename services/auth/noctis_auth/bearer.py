@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Response, status
 from sqlalchemy.orm import Session
 
 from noctis_auth.clients import find_client
+from noctis_auth.errors import NO_STORE_HEADERS
 from noctis_auth.state import Auth
 from noctis_auth.tokens import (
     AccessTokenClaims,
@@ -86,13 +87,15 @@ def is_token_holder_enabled(session: Session, principal: Principal) -> bool:
 
 
 def require_admin(
-    service: Auth, principal: Annotated[Principal, Depends(ADMIN_SCOPE)]
+    service: Auth, response: Response, principal: Annotated[Principal, Depends(ADMIN_SCOPE)]
 ) -> Principal:
     """Return the principal of a token with the admin scope whose holder is still enabled.
 
     The shared scope dependency checks the token and the scope, and notes both for the
-    audit trail, as on every other protected route.
+    audit trail, as on every other protected route. Admin responses may contain a new
+    client secret, so they forbid caching.
     """
+    response.headers.update(NO_STORE_HEADERS)
     with service.database.read_session() as session:
         holder_enabled = is_token_holder_enabled(session, principal)
     if not holder_enabled:

@@ -72,6 +72,9 @@ def read_client_credentials(
 
 
 def find_client(session: Session, client_id: str) -> AuthClient | None:
+    """Return the client ``client_id``, or None; a NUL, which PostgreSQL rejects, names none."""
+    if "\x00" in client_id:
+        return None
     return session.scalars(select(AuthClient).where(AuthClient.client_id == client_id)).first()
 
 

@@ -77,7 +77,7 @@ async def read_form(request: Request) -> dict[str, str]:
     """Return the parameters of an ``application/x-www-form-urlencoded`` body.
 
     Raises OAuthError ``invalid_request`` for another media type, a body over
-    MAX_FORM_BYTES, and a parameter sent twice (RFC 6749 3.1 and 3.2).
+    MAX_FORM_BYTES, a parameter sent twice (RFC 6749 3.1 and 3.2), and a NUL character.
     """
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != FORM_MEDIA_TYPE:
@@ -95,6 +95,9 @@ async def read_form(request: Request) -> dict[str, str]:
     for name, value in pairs:
         if name in parameters:
             raise invalid_request(f"parameter {name!r} is sent more than once")
+        # No valid value contains NUL, and PostgreSQL rejects it in a query.
+        if "\x00" in name or "\x00" in value:
+            raise invalid_request(f"parameter {name!r} contains a NUL character")
         parameters[name] = value
     return parameters
 

@@ -51,6 +51,9 @@ class LoggedInUser:
 
 
 def find_user(session: Session, username: str) -> AuthUser | None:
+    """Return the user ``username``, or None; a NUL, which PostgreSQL rejects, names none."""
+    if "\x00" in username:
+        return None
     return session.scalars(select(AuthUser).where(AuthUser.username == username)).first()
 
 
@@ -77,9 +80,14 @@ def authenticate_user(
     """
     failure: LoginFailedError | None = None
     with database.write_session() as session, session.begin():
-        user = session.scalars(
-            select(AuthUser).where(AuthUser.username == username).with_for_update()
-        ).first()
+        # A NUL, which PostgreSQL rejects in a query, names no user.
+        user = (
+            None
+            if "\x00" in username
+            else session.scalars(
+                select(AuthUser).where(AuthUser.username == username).with_for_update()
+            ).first()
+        )
         if user is None:
             verify_password(None, password)
             failure = LoginFailedError("unknown username", user_known=False)

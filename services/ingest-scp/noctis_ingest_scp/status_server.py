@@ -24,6 +24,9 @@ from noctis_common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# Probes and Prometheus only read; other methods (TRACE among them) get 405.
+ALLOWED_METHODS = ("GET", "HEAD")
+
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     """Serves each request in its own thread, so a slow readiness check blocks no scrape."""
@@ -47,6 +50,23 @@ class StatusApp:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in ALLOWED_METHODS:
+            return _json_response(
+                start_response,
+                405,
+                {"detail": f"method {method} is not allowed on this port; use GET or HEAD"},
+                extra_headers=[("Allow", ", ".join(ALLOWED_METHODS))],
+            )
+        if method == "HEAD":
+            # prometheus_client's WSGI app answers GET only, so it gets the GET request.
+            as_get = {**environ, "REQUEST_METHOD": "GET"}
+            return _without_body(self._respond(path, as_get, start_response))
+        return self._respond(path, environ, start_response)
+
+    def _respond(
+        self, path: str, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
         if path == "/metrics":
             metrics: Iterable[bytes] = self.metrics_app(environ, start_response)
             return metrics
@@ -64,13 +84,25 @@ class StatusApp:
         )
 
 
+def _without_body(body: Iterable[bytes]) -> list[bytes]:
+    """Drop the body of a HEAD response; its headers (Content-Length too) stay as for GET."""
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
+    return []
+
+
 def _json_response(
-    start_response: StartResponse, status_code: int, body: dict[str, Any]
+    start_response: StartResponse,
+    status_code: int,
+    body: dict[str, Any],
+    extra_headers: list[tuple[str, str]] | None = None,
 ) -> list[bytes]:
-    reasons = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}
+    reasons = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
     content = json.dumps(body).encode()
     # wsgiref adds headers to the list it is given, so each response gets its own list.
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(content)))]
+    headers.extend(extra_headers or [])
     start_response(f"{status_code} {reasons[status_code]}", headers)
     return [content]
 

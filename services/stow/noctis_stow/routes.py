@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from noctis_common.archive import FailureReason
 from noctis_common.audit_http import note_audit_details
 from noctis_common.auth import require_scope
 from noctis_common.roles import Scope
@@ -29,6 +30,9 @@ router = APIRouter(dependencies=[Depends(require_scope(Scope.STORE))])
 
 # Failed parts logged one by one per request; the rest are counted in the summary line.
 MAX_LOGGED_FAILURES = 10
+ARCHIVE_SIDE_FAILURES = frozenset(
+    {FailureReason.OUT_OF_RESOURCES, FailureReason.PROCESSING_FAILURE}
+)
 
 
 def _client_address(request: Request) -> str:
@@ -45,7 +49,11 @@ def _log_outcome(
     status_code: int,
 ) -> None:
     for failed in outcome.failed[:MAX_LOGGED_FAILURES]:
-        logger.warning(
+        # A failure on the archive's side (index or object store down) is an error of
+        # the service; a rejected instance is the client's problem.
+        archive_side = failed.failure_reason in ARCHIVE_SIDE_FAILURES
+        logger.log(
+            logging.ERROR if archive_side else logging.WARNING,
             "STOW-RS part %d from %s (SOP Instance UID %s) failed with %04XH: %s",
             failed.part_number,
             client,
