@@ -254,6 +254,8 @@ def _forwarded_client(tmp_path: Path, key_server: KeyServer, trusted: bool) -> I
         auth_audience=AUDIENCE,
         auth_jwks_url=key_server.jwks_url,
         trust_forwarded_headers=trusted,
+        # TestClient's peer, "testclient", stands for the reverse proxy.
+        trusted_proxies="*",
     )
     context = ArchiveContext.create(settings)
     try:

@@ -28,8 +28,29 @@ def test_auth_off_on_loopback_is_allowed(tmp_path: Path) -> None:
 
 
 def test_auth_on_network_address_is_allowed(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, auth_mode="internal", http_host="0.0.0.0")
+    settings = Settings(
+        data_dir=tmp_path,
+        auth_mode="internal",
+        http_host="0.0.0.0",
+        public_base_url="https://pacs.example.org/dicom-web",
+    )
     assert settings.http_host == "0.0.0.0"
+
+
+def test_internal_issuer_from_host_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="Set NOCTIS_PUBLIC_BASE_URL") as raised:
+        Settings(data_dir=tmp_path, auth_mode="internal", http_host="0.0.0.0")
+    assert "or NOCTIS_AUTH_ISSUER" in str(raised.value)
+
+
+def test_internal_with_issuer_on_network_is_allowed(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        auth_mode="internal",
+        http_host="0.0.0.0",
+        auth_issuer="https://pacs.example.org/auth",
+    )
+    assert settings.auth_issuer == "https://pacs.example.org/auth"
 
 
 def test_oidc_without_issuer_is_refused(tmp_path: Path) -> None:

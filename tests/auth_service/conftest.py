@@ -36,6 +36,9 @@ def auth_settings(data_dir: Path, **overrides: object) -> Settings:
         "data_dir": data_dir,
         "auth_mode": "internal",
         "auth_lockout_threshold": LOCKOUT_THRESHOLD,
+        # TestClient's peer, "testclient", stands for the reverse proxy, whose
+        # forwarded headers the tests send.
+        "trusted_proxies": "*",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -228,7 +228,7 @@ def request_with(headers: dict[str, str]) -> Request:
     ],
 )
 def test_client_address_from_proxy_headers(headers: dict[str, str], expected: str) -> None:
-    settings = Settings(trust_forwarded_headers=True, auth_mode="off")
+    settings = Settings(trust_forwarded_headers=True, trusted_proxies="10.0.0.5", auth_mode="off")
     assert request_client_address(request_with(headers), settings) == expected
 
 

@@ -103,13 +103,23 @@ PROXY_CASES = [
 def test_base_url_follows_proxy_headers(
     sqlite_settings: Settings, headers: dict[str, str], expected: str
 ) -> None:
-    assert _base_url_for(sqlite_settings, headers) == expected
+    # TestClient's peer, "testclient", stands for the reverse proxy.
+    settings = sqlite_settings.model_copy(update={"trusted_proxies": "*"})
+
+    assert _base_url_for(settings, headers) == expected
 
 
 def test_base_url_ignores_proxy_headers_when_untrusted(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "var", trust_forwarded_headers=False)
 
     assert _base_url_for(settings, {"x-forwarded-host": "evil.example"}) == (
+        "http://testserver/dicom-web"
+    )
+
+
+def test_base_url_ignores_proxy_headers_of_untrusted_peer(sqlite_settings: Settings) -> None:
+    # The default trusts loopback proxies only, and TestClient's peer is "testclient".
+    assert _base_url_for(sqlite_settings, {"x-forwarded-host": "evil.example"}) == (
         "http://testserver/dicom-web"
     )
 

@@ -58,6 +58,24 @@ def load_documents(text: str) -> list[dict[str, Any]]:
     return [document for document in yaml.safe_load_all(text) if document]
 
 
+# The chart renders only with the URL that clients use (or an Ingress host or token
+# issuer), because the token issuer must not come from request Host headers.
+REQUIRED_VALUES: dict[str, Any] = {"publicBaseUrl": "https://pacs.example.org/dicom-web"}
+
+
+def with_required_values(values: dict[str, Any] | None) -> dict[str, Any]:
+    """Return ``values`` with :data:`REQUIRED_VALUES` added unless they name a URL already."""
+    values = dict(values or {})
+    named = (
+        values.get("publicBaseUrl")
+        or values.get("auth", {}).get("issuer")
+        or values.get("ingress", {}).get("host")
+        or "NOCTIS_PUBLIC_BASE_URL" in values.get("config", {})
+        or "NOCTIS_AUTH_ISSUER" in values.get("config", {})
+    )
+    return values if named else {**REQUIRED_VALUES, **values}
+
+
 def render_chart(
     values: dict[str, Any] | None = None,
     *,
@@ -70,7 +88,9 @@ def render_chart(
     ``noctis/templates/qido.yaml``). NOTES.txt is left out: it is text, not YAML.
     """
     with helm_python.Chart.load(CHART_DIR) as chart:
-        rendered = chart.render(values or {}, name=name, namespace=namespace, is_install=True)
+        rendered = chart.render(
+            with_required_values(values), name=name, namespace=namespace, is_install=True
+        )
     return {
         template: load_documents(text)
         for template, text in sorted(rendered.items())
@@ -81,7 +101,9 @@ def render_chart(
 def render_chart_notes(values: dict[str, Any] | None = None) -> str:
     """Render the chart and return its NOTES.txt, the text Helm prints after install."""
     with helm_python.Chart.load(CHART_DIR) as chart:
-        rendered = chart.render(values or {}, name=RELEASE_NAME, namespace=RELEASE_NAMESPACE)
+        rendered = chart.render(
+            with_required_values(values), name=RELEASE_NAME, namespace=RELEASE_NAMESPACE
+        )
     return rendered[f"{CHART_DIR.name}/templates/NOTES.txt"]
 
 

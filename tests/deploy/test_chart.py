@@ -20,6 +20,7 @@ from tests.deploy.manifests import (
     object_name,
     render_chart_notes,
     validation_errors,
+    with_required_values,
 )
 
 CI_VALUES_DIR = CHART_DIR / "ci"
@@ -32,7 +33,7 @@ SHUTDOWN_TIMEOUT_SETTINGS = ("NOCTIS_HTTP_SHUTDOWN_TIMEOUT_S", "NOCTIS_DIMSE_SHU
 
 def load_values(path: Path | None) -> dict[str, Any]:
     if path is None:
-        return {}
+        return with_required_values({})
     values: dict[str, Any] = yaml.safe_load(path.read_text())
     return values
 
@@ -520,3 +521,30 @@ def test_notes_name_base_url() -> None:
 
 def test_notes_warn_without_database() -> None:
     assert "NOCTIS_DATABASE_URL" in render_chart_notes()
+
+
+def test_internal_auth_without_url_fails_to_render() -> None:
+    with (
+        helm_python.Chart.load(CHART_DIR) as chart,
+        pytest.raises(helm_python.HelmError, match="set publicBaseUrl"),
+    ):
+        chart.render({}, name="noctis", namespace="pacs", is_install=True)
+
+
+def test_ingress_host_sets_public_base_url() -> None:
+    objects = chart_objects(
+        {
+            "ingress": {
+                "enabled": True,
+                "host": "pacs.example.org",
+                "tls": {"enabled": True, "secretName": "pacs-tls"},
+            }
+        }
+    )
+    (config,) = [
+        document
+        for document in objects
+        if document["kind"] == "ConfigMap" and document["metadata"]["name"] == "noctis-config"
+    ]
+
+    assert config["data"]["NOCTIS_PUBLIC_BASE_URL"] == "https://pacs.example.org/dicom-web"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable, Iterator
 from xml.etree import ElementTree
 
@@ -10,8 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
+from sqlalchemy.exc import OperationalError
 
-from noctis_common.archive import FailureReason
+from noctis_common.archive import Archive, FailureReason
 from noctis_common.context import ArchiveContext
 from noctis_common.db.models import Instance
 from noctis_common.dicom.part10 import read_part10_header
@@ -495,3 +497,24 @@ def test_body_under_limit_is_stored(
 
     assert response.status_code == 200
     assert stored_sop_instance_uids(context) == {dataset.SOPInstanceUID}
+
+
+def test_index_failure_logs_one_error(
+    client: TestClient,
+    context: ArchiveContext,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def fail_to_index(*_args: object, **_keywords: object) -> None:
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(Archive, "_insert_rows", fail_to_index)
+
+    with caplog.at_level(logging.INFO):
+        response = post(client, one_instance_body())
+
+    errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert response.status_code == 503
+    assert len(errors) == 1, errors
+    assert "failed with A700H" in errors[0]
+    assert "OperationalError" in errors[0]

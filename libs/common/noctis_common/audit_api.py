@@ -13,6 +13,9 @@
   report-read, report-write, report-sign;
 - ``limit`` (default 100, at most 1000; export at most 10000) and ``offset``.
 
+An unknown or repeated parameter, and ``since`` not earlier than ``until``, get 400, so
+that a misspelt filter never widens a search silently.
+
 Each search and export is itself recorded as ``audit-read``. Before searching, the
 records this process has journaled are flushed, so they are found at once; records of
 other processes appear after their next flush.
@@ -50,6 +53,17 @@ XML_MEDIA_TYPE = "application/xml"
 # BIGINT): a larger offset or record id cannot be bound to a query.
 MAX_INDEX_INTEGER = 2**63 - 1
 Text = Annotated[str | None, Query()]
+SEARCH_PARAMETERS = (
+    "user",
+    "patient_id",
+    "study_instance_uid",
+    "since",
+    "until",
+    "outcome",
+    "event_type",
+    "limit",
+    "offset",
+)
 
 
 def _archive_context(request: Request) -> ArchiveContext:
@@ -86,6 +100,21 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
             400, f"invalid {name} {value!r}: give an ISO 8601 date-time, such as 2026-12-05T08:00"
         ) from None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def check_search_parameters(request: Request) -> None:
+    """Raise 400 for a query parameter that is unknown or given more than once."""
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name not in SEARCH_PARAMETERS:
+            raise HTTPException(
+                400,
+                f"unknown query parameter {name!r}; the audit API accepts "
+                f"{', '.join(SEARCH_PARAMETERS)}",
+            )
+        if name in seen:
+            raise HTTPException(400, f"query parameter {name!r} is repeated; give it once")
+        seen.add(name)
 
 
 def _parse_outcome(value: str | None) -> tuple[int, ...]:
@@ -221,12 +250,16 @@ def _search_of_request(
     offset: str | None,
     max_limit: int,
 ) -> AuditSearch:
+    since_time = _parse_time(since, "since")
+    until_time = _parse_time(until, "until")
+    if since_time is not None and until_time is not None and since_time >= until_time:
+        raise HTTPException(400, f"since ({since}) must be earlier than until ({until})")
     return AuditSearch(
         user=user,
         patient_id=patient_id,
         study_instance_uid=study_instance_uid,
-        since=_parse_time(since, "since"),
-        until=_parse_time(until, "until"),
+        since=since_time,
+        until=until_time,
         outcomes=_parse_outcome(outcome),
         event_type=_parse_event_type(event_type),
         limit=_parse_limit(limit, max_limit),
@@ -257,6 +290,7 @@ def search_audit_trail(
     offset: Text = None,
 ) -> dict[str, Any]:
     """Return the audit records that match the filters, newest first."""
+    check_search_parameters(request)
     search = _search_of_request(
         user=user,
         patient_id=patient_id,
@@ -308,6 +342,7 @@ def export_audit_trail(
     offset: Text = None,
 ) -> Response:
     """Return the matching records as an AuditMessages document (PS3.15 A.5)."""
+    check_search_parameters(request)
     search = _search_of_request(
         user=user,
         patient_id=patient_id,

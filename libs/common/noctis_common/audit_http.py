@@ -130,8 +130,9 @@ def _study_uids(
 def _client_address(scope: Scope) -> str:
     """Return the client address as the token service records it in login records.
 
-    With NOCTIS_TRUST_FORWARDED_HEADERS on, that is the address the nearest reverse
-    proxy reports, else the TCP peer. Apps without settings get the TCP peer.
+    That is the TCP peer, or, when the peer is one of NOCTIS_TRUSTED_PROXIES and
+    NOCTIS_TRUST_FORWARDED_HEADERS is on, the nearest untrusted address the proxies
+    report. Apps without settings get the TCP peer.
     """
     settings = getattr(getattr(scope.get("app"), "state", None), "settings", None)
     if isinstance(settings, Settings):

@@ -124,7 +124,7 @@ class AuthenticationError(Exception):
         # fault (503), not a reason for the client to log in again.
         self.unavailable = unavailable
         # The request itself is malformed, such as one with two tokens (RFC 6750 3.1
-        # invalid_request, answered with 400).
+        # invalid_request, which gets status 400).
         self.invalid_request = invalid_request
 
     @property
@@ -356,8 +356,8 @@ def _bearer_token(request: Request, query_token: bool) -> str | None:
     """Return the request's one bearer token, or ``None`` when it carries none.
 
     RFC 6750 2 allows one token per request. A request with two Authorization headers,
-    or with the header and the query parameter, is ambiguous: which token a proxy or
-    the audit trail sees could differ from the one checked, so it is rejected.
+    or with the header and the query parameter, is ambiguous, because a proxy or the
+    audit trail could read another token than the one checked. It is rejected.
     """
     headers = request.headers.getlist("authorization")
     if len(headers) > 1:

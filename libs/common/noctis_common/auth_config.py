@@ -102,6 +102,20 @@ def check_auth_settings(settings: Settings) -> None:
             "NOCTIS_AUTH_MODE=oidc with NOCTIS_AUTH_ISSUER (and NOCTIS_AUTH_JWKS_URL) of "
             "your OpenID Connect provider, or bind NOCTIS_HTTP_HOST=127.0.0.1"
         )
+    if (
+        settings.auth_mode == "internal"
+        and not is_loopback_host(settings.http_host)
+        and not settings.auth_issuer
+        and not settings.public_base_url
+    ):
+        raise InsecureConfigurationError(
+            f"refusing to start: with NOCTIS_AUTH_MODE=internal and "
+            f"NOCTIS_HTTP_HOST={settings.http_host}, which is not a loopback address, the "
+            "token issuer would come from each request's Host header, which clients "
+            "choose. Set NOCTIS_PUBLIC_BASE_URL to the DICOMweb base URL that clients use "
+            "(such as https://pacs.example.org/dicom-web), or NOCTIS_AUTH_ISSUER to the "
+            "token service's URL (such as https://pacs.example.org/auth)"
+        )
     if settings.auth_mode == "oidc" and not settings.auth_issuer:
         raise InsecureConfigurationError(
             "NOCTIS_AUTH_MODE=oidc needs NOCTIS_AUTH_ISSUER, the issuer URL of the OpenID "

@@ -1,9 +1,9 @@
 """The address of the client that sent an HTTP request, behind a reverse proxy or not.
 
 Forwarded headers (RFC 7239 ``Forwarded``, ``X-Forwarded-*``) are believed only when the
-TCP peer is a trusted proxy (``NOCTIS_TRUSTED_PROXIES``): any client can send them, and
-a client that reaches the server directly would otherwise choose the address that login
-throttling counts and the audit trail records.
+TCP peer is a trusted proxy (``NOCTIS_TRUSTED_PROXIES``), because any client can send
+them. Otherwise a client that reaches the server directly would choose the address that
+login throttling counts and the audit trail records.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def request_client_address(request: Request, settings: Settings) -> str:
 
     It is the TCP peer's address unless that peer is a trusted proxy. Then it is the
     last address of ``Forwarded`` (or else ``X-Forwarded-For``) that is not a trusted
-    proxy itself: each proxy appends the address it received the request from, so
-    entries left of the first untrusted one, read from the right, could be forged.
+    proxy itself. Each proxy appends the address it received the request from, so
+    the entries left of the first untrusted one from the right could be forged.
     """
     peer = request.client.host if request.client else None
     if peer is None:

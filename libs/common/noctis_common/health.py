@@ -5,7 +5,7 @@ service needs for its work, each in its own thread. A required check is waited f
 most ``NOCTIS_READINESS_TIMEOUT_S``, which must stay below the orchestrator's probe
 timeout. An optional check is never waited for: it runs in the background and the
 report shows its last finished result, so a hung optional dependency cannot delay the
-answer past the probe timeout.
+response past the probe timeout.
 
 - ``database``: ``SELECT 1`` on the index;
 - ``object_store``: the store's ``check()``;
@@ -103,7 +103,9 @@ class ReadinessReport:
         """Return the readiness body: overall status, failing dependencies, each check."""
         dependencies: dict[str, dict[str, Any]] = {}
         for item in self.statuses:
-            status = "pending" if item.pending else "ok" if item.ok else "failed"
+            status = "ok" if item.ok else "failed"
+            if item.pending:
+                status = "pending"
             entry: dict[str, Any] = {"status": status, "required": item.required}
             if item.error is not None:
                 entry["error"] = item.error
@@ -153,8 +155,8 @@ class _BoundedCheck:
             self.function()
         except Exception as exception:
             run.error = describe_error(exception)
-        run.done.set()
         self.last_finished = run
+        run.done.set()
 
     @staticmethod
     def result(run: _CheckRun, timeout_s: float) -> str | None:

@@ -12,8 +12,8 @@ checking any credential. Successful logins cost nothing.
 
 The buckets live in the memory of each process, so N processes behind a load balancer
 let an address fail up to N times the budget, and a restart forgets them. The address
-is the peer's, or the one the nearest reverse proxy reports when
-NOCTIS_TRUST_FORWARDED_HEADERS is on
+is the TCP peer's, or, when that peer is one of NOCTIS_TRUSTED_PROXIES and
+NOCTIS_TRUST_FORWARDED_HEADERS is on, the nearest untrusted address the proxies report
 (:func:`noctis_common.client_address.request_client_address`).
 """
 

@@ -59,7 +59,7 @@ class StatusApp:
                 extra_headers=[("Allow", ", ".join(ALLOWED_METHODS))],
             )
         if method == "HEAD":
-            # prometheus_client's WSGI app answers GET only, so it gets the GET request.
+            # prometheus_client's WSGI app rejects HEAD with 405, so it gets a GET request.
             as_get = {**environ, "REQUEST_METHOD": "GET"}
             return _without_body(self._respond(path, as_get, start_response))
         return self._respond(path, environ, start_response)
