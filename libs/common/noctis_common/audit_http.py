@@ -1,6 +1,6 @@
 """Audit records of HTTP requests: one per request to a route that needs a scope.
 
-:class:`AuditMiddleware` sees each request end, refused ones included, and records who
+:class:`AuditMiddleware` runs when each request ends, rejected ones included, and records who
 made it (the principal that :mod:`noctis_common.auth` put in the request state), from
 which address, the path, the query string, the outcome from the status code, and the
 studies concerned: the ``study_instance_uid`` path parameter, WADO-URI's ``studyUID``,

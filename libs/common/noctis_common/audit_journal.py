@@ -91,7 +91,7 @@ class AuditJournal:
         self._counter += 1
         path = self.folder / f"{self._prefix}-{self._counter:08d}{SEGMENT_SUFFIX}"
         descriptor = _open_locked(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        if descriptor is None:  # the name is unique, so nobody else can hold it
+        if descriptor is None:  # the name is unique, so no other process can lock it
             raise OSError(f"audit journal segment {path} is locked by another process")
         return JournalSegment(path, descriptor)
 

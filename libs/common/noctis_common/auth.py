@@ -12,7 +12,7 @@ PyJWT then checks its asymmetric signature against the JSON Web Key Set
 
 - no token: 401 with ``WWW-Authenticate: Bearer realm="noctis"``;
 - an invalid token: 401 with ``error="invalid_token"`` and an ``error_description``
-  that says what is wrong (expired, bad signature, unknown key id, wrong issuer, ...);
+  that names the failed check (expired, bad signature, unknown key id, wrong issuer, ...);
 - a valid token without the scope: 403 with ``error="insufficient_scope"`` and a JSON
   body ``{"detail": ..., "missing_scope": ...}``.
 
@@ -71,8 +71,8 @@ REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 # Seconds a client should wait before it retries a 503 caused by an unreachable key set.
 # The key set cache retries the fetch at most once a second.
 KEY_SET_RETRY_AFTER_S = 5
-# Roles whose scopes reach every study; a principal holding none of them but the
-# referring physician role sees only the studies that name them.
+# Roles limited to some studies. A principal whose only role is referring physician
+# may read only the studies that name them.
 RESTRICTED_ROLES = frozenset({Role.REFERRING_PHYSICIAN.value})
 
 
@@ -85,8 +85,8 @@ class Principal:
     roles: frozenset[str]
     scopes: frozenset[Scope]
     client_address: str
-    # The DICOM person name that limits which studies this principal sees, when
-    # restricted_to_referring_physician is set; None then shows no study at all.
+    # The DICOM person name that limits which studies this principal may read, when
+    # restricted_to_referring_physician is set. None then allows no study at all.
     referring_physician_name: str | None = None
     restricted_to_referring_physician: bool = False
     token_id: str = ""

@@ -3,7 +3,7 @@
 The secure default: with ``NOCTIS_AUTH_MODE=off`` the HTTP listener must bind a
 loopback address, so an archive without authentication is reachable from this machine
 only. A process configured otherwise fails at start-up, before it binds anything, with
-a message that says how to configure authentication.
+a message naming the settings that configure authentication.
 
 The rule covers the HTTP listener (DICOMweb, WADO-URI, the admin APIs, and the metrics
 port, which shares ``http_host``). The DIMSE listener does not use tokens: its peer list

@@ -78,7 +78,7 @@ def discovery_jwks_fetcher(issuer: str) -> JWKSFetcher:
     Discovery 1.0, section 4). It is read on each fetch, so a provider that moves its
     key set is followed. The document must name ``issuer`` as its issuer (section 4.3),
     because otherwise it describes another provider or another realm. An https issuer
-    must name an https ``jwks_uri``, so that nobody on the network can swap the keys.
+    must name an https ``jwks_uri``, so that no one on the network can swap the keys.
     """
     discovery_url = issuer.rstrip("/") + "/.well-known/openid-configuration"
 

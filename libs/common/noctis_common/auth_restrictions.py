@@ -1,13 +1,13 @@
 """The referring physician restriction: which studies a referring physician may see.
 
-A principal whose only roles are restricted ones (``referring_physician``) sees a study
+A principal whose only roles are restricted ones (``referring_physician``) may read a study
 only when the study's Referring Physician's Name (0008,0090) names them. The name they
 are known by comes from their token's ``referring_physician_name`` claim (the claim
 that ``NOCTIS_AUTH_REFERRING_PHYSICIAN_CLAIM`` names). The rule compares the first
 component group (the alphabetic form) of both names, component by component,
 ignoring case and trailing empty components: ``Smith^John`` matches ``SMITH^JOHN``,
 ``smith^john^^^`` and ``Smith^John=スミス^ジョン``, but not ``Smith^John^Q`` nor
-``Smith``. A referring physician whose token lacks the claim sees no study.
+``Smith``. A referring physician whose token lacks the claim may read no study.
 
 Studies they may not see are hidden, not refused: QIDO-RS leaves them out of its
 matches, and WADO-RS and WADO-URI answer 404 as for a study that does not exist, so
@@ -142,7 +142,7 @@ def hide_studies_of_others(request: Request) -> None:
 
     A router dependency of WADO-RS and WADO-URI, declared after the scope check. It
     also notes the study UIDs of the request, as the routes read them, for its audit
-    record: the audit middleware sees them as sent, padded or percent-encoded.
+    record, because the audit middleware reads them as sent, padded or percent-encoded.
     """
     study_uids: list[str] = []
     for value in _requested_values(request, "study_instance_uid", "studyUID"):

@@ -20,9 +20,9 @@ later.
 One relay at a time. On PostgreSQL a relay runs each batch in a transaction that first
 takes the advisory lock :data:`RELAY_LOCK_KEY` with ``pg_try_advisory_xact_lock``. The
 relays of other replicas skip that round and try again at their next poll. On SQLite a
-batch is claimed in one write transaction and marked in a second one, and it is
-published in between with no lock held, because the broker may be slow or down and the
-write lock would stop ingest. One process should run the relay there.
+batch is claimed in one write transaction and marked in a second one. It is published
+in between with no lock held, because a slow or unreachable broker would otherwise keep
+the write lock and stop ingest. One process should run the relay there.
 
 Each event gets its ``sequence`` when a relay first claims it: consecutive numbers in
 publication order across all studies, which the REST change feed pages by.

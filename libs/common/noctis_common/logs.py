@@ -102,8 +102,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     if settings.log_level.upper() != "DEBUG":
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
         # kafka-python logs an ERROR for every failed connection attempt, several a
-        # second while a broker is down; the relay and readiness report the outage
-        # once each, with what to do.
+        # second while a broker is down. The relay and readiness report the outage.
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
     if not settings.log_phi:
         logging.getLogger(ACCESS_LOGGER).addFilter(RedactQueryValues())

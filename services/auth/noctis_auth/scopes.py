@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from noctis_auth.errors import invalid_scope
 from noctis_common.roles import Scope, format_scope, scopes_for_roles
 
-# ``openid`` requests an ID token; ``profile`` and ``offline_access`` are accepted
-# because OpenID Connect clients send them, and change nothing: the tokens always
-# carry the profile claims, and logins always get a refresh token.
+# ``openid`` requests an ID token. ``profile`` and ``offline_access`` are accepted
+# because OpenID Connect clients send them. They change nothing, because tokens always
+# carry the profile claims and logins always get a refresh token.
 OIDC_SCOPES = ("openid", "profile", "offline_access")
 NOCTIS_SCOPE_NAMES = frozenset(scope.value for scope in Scope)
 

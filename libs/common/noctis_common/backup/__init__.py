@@ -22,9 +22,9 @@ snapshot and removes an object before it is copied. Such keys are listed as
 objects, so delete those instances again.
 
 Objects mode ``manifest`` copies nothing and records only ``objects.tsv``. It is meant
-for S3 buckets that are protected by versioning or replication on the storage side:
-the restore then checks that each listed object is in the bucket, and the operator
-brings missing ones back from a version or the replica.
+for S3 buckets that are protected by versioning or replication on the storage side.
+The restore then checks that each listed object is in the bucket. The operator brings
+missing ones back from a version or the replica.
 """
 
 from __future__ import annotations
