@@ -23,7 +23,7 @@ import psutil
 from bench.corpus import FULL_SIZE, QUICK_SIZE, generate_corpus
 from bench.peers import orthanc_version
 from bench.render import render_page
-from bench.runner import BenchmarkRun, RunOptions
+from bench.runner import BenchmarkRun, RunOptions, measure_long_ingest_memory
 
 logger = logging.getLogger("bench")
 
@@ -42,6 +42,8 @@ QUICK_OPTIONS = RunOptions(
     query_services=(1, 2),
     query_index_size=1_000,
     query_seconds=3.0,
+    memory_ingest_instances=1_000,
+    memory_repetitions=2,
 )
 FULL_OPTIONS = RunOptions(
     repetitions=3,
@@ -92,11 +94,18 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         help="folder for the corpus, the copy of the Noctis packages and the targets' data; "
         "default: a new temporary folder",
     )
-    parser.add_argument(
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument(
         "--only-query-processes",
         action="store_true",
         help="measure only QIDO-RS throughput against the number of processes and add it "
         "to the existing results file",
+    )
+    only.add_argument(
+        "--only-memory",
+        action="store_true",
+        help="measure only RSS over the long C-STORE ingest (10,000 MR instances, 1,000 with "
+        "--quick) and add it to the existing results file",
     )
     parser.add_argument(
         "--render-only",
@@ -127,6 +136,28 @@ def run_from_snapshot(work_dir: Path) -> None:
     os.execve(sys.executable, [sys.executable, "-m", "bench", *sys.argv[1:]], environment)  # noqa: S606
 
 
+def render_if_page_source(output: Path) -> None:
+    """Render ``docs/benchmarks.md`` from ``output`` if it is the page's results file.
+
+    A run to another file renders the page only while ``full.json`` does not exist yet.
+    """
+    page_source = RESULTS_DIR / "full.json"
+    if output.resolve() == page_source or not page_source.exists():
+        render_page(output, PAGE)
+
+
+def merge_into_results(output: Path, key: str, value: object) -> None:
+    """Set ``key`` in the existing results file ``output`` to ``value``.
+
+    Renders the page afterwards under the rule of :func:`render_if_page_source`.
+    """
+    results = json.loads(output.read_text())
+    results[key] = value
+    output.write_text(json.dumps(results, indent=1) + "\n")
+    logger.info("added %s to %s", key, output)
+    render_if_page_source(output)
+
+
 def main(argv: list[str] | None = None) -> None:
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -139,6 +170,12 @@ def main(argv: list[str] | None = None) -> None:
     options = QUICK_OPTIONS if arguments.quick else FULL_OPTIONS
     size = QUICK_SIZE if arguments.quick else FULL_SIZE
     output = arguments.output or RESULTS_DIR / ("quick.json" if arguments.quick else "full.json")
+    merging = arguments.only_memory or arguments.only_query_processes
+    if merging and not output.exists():
+        raise SystemExit(
+            f"{output} does not exist. --only-memory and --only-query-processes add to an "
+            "existing results file, so run python -m bench first or name one with --output."
+        )
     if SNAPSHOT_VARIABLE not in os.environ:
         run_from_snapshot(arguments.work_dir or Path(tempfile.mkdtemp(prefix="noctis-bench-")))
     work_dir = Path(os.environ[SNAPSHOT_VARIABLE])
@@ -146,14 +183,18 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     machine = machine_description()
 
+    if arguments.only_memory:
+        long_ingest_memory = measure_long_ingest_memory(work_dir / "long-ingest", options)
+        merge_into_results(output, "long_ingest_memory", long_ingest_memory)
+        if arguments.work_dir is None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        return
+
     corpus = generate_corpus(work_dir / "corpus", size)
     run = BenchmarkRun(work_dir, corpus, options)
     if arguments.only_query_processes:
         run.run_query_processes()
-        results = json.loads(output.read_text())
-        results["query_processes"] = run.query_process_rows
-        output.write_text(json.dumps(results, indent=1) + "\n")
-        render_page(output, PAGE)
+        merge_into_results(output, "query_processes", run.query_process_rows)
         if arguments.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)
         return
@@ -178,13 +219,13 @@ def main(argv: list[str] | None = None) -> None:
         "reads": run.read_rows,
         "qido_scale": run.qido_scale_rows,
         "memory": run.memory_rows,
+        "long_ingest_memory": run.long_ingest_memory,
         "query_processes": run.query_process_rows,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=1) + "\n")
     logger.info("wrote %s after %d s", output, results["duration_s"])
-    if output == RESULTS_DIR / "full.json" or not (RESULTS_DIR / "full.json").exists():
-        render_page(output, PAGE)
+    render_if_page_source(output)
     # A failed run keeps its folder: the targets' logs there show what went wrong.
     if arguments.work_dir is None:
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -301,3 +301,40 @@ def generate_corpus(folder: Path, size: CorpusSize, seed: int = 8) -> Corpus:
         metadata_large=metadata_large,
         query_studies=query_studies,
     )
+
+
+@dataclass(frozen=True)
+class LongIngestCorpus:
+    """The MR instances of the long-ingest memory measure, by file, and what they span."""
+
+    files: list[Path]
+    studies: int
+    series: int
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(path.stat().st_size for path in self.files)
+
+
+def generate_long_ingest_corpus(folder: Path, instances: int, seed: int = 9) -> LongIngestCorpus:
+    """Write ``instances`` MR slices of 256 x 256 (about 130 KB each) into ``folder``.
+
+    Each study has 1 to 3 series of 16 to 48 slices, so 10,000 instances span about 150
+    studies. The last series is cut short to reach ``instances`` exactly. The seed
+    differs from :func:`generate_corpus`'s, so no UID repeats one of that corpus.
+    """
+    generator = CorpusGenerator(folder, seed)
+    files: list[Path] = []
+    studies = 0
+    series = 0
+    while len(files) < instances:
+        studies += 1
+        study = generator.study(studies)
+        for _ in range(generator.random.randint(1, 3)):
+            slices = min(generator.random.randint(16, 48), instances - len(files))
+            if slices == 0:
+                break
+            generator.write_mr_series(study, slices)
+            series += 1
+            files.extend(study.files[-slices:])
+    return LongIngestCorpus(files=files, studies=studies, series=series)

@@ -237,7 +237,7 @@ def memory_section(results: dict[str, Any]) -> list[str]:
     rows = results.get("memory", [])
     if not rows:
         return []
-    lines = ["### Memory during a longer ingest", ""]
+    lines = ["### Memory while the read corpus arrives", ""]
     lines.append(
         f"RSS of the server processes while the {rows[0]['instances']} instances of the read "
         "corpus arrive by C-STORE on 4 associations, sampled twice a second: before, at "
@@ -255,6 +255,57 @@ def memory_section(results: dict[str, Any]) -> list[str]:
         for row in rows
     ]
     lines += table(["Target", "Before MB", "Quarters MB", "After MB", "Peak MB"], body)
+    return lines
+
+
+def long_ingest_memory_section(results: dict[str, Any]) -> list[str]:
+    measure = results.get("long_ingest_memory")
+    if not measure or not measure["runs"]:
+        return []
+    runs = measure["runs"]
+    lines = [f"### Memory over a {measure['instances']:,}-instance ingest", ""]
+    lines.append(
+        f"{measure['instances']:,} MR slices of 256 x 256 ({measure['bytes'] / 1e6:,.0f} MB in "
+        f"{measure['studies']} studies and {measure['series']} series) arrive by C-STORE on "
+        f"{measure['associations']} associations at a freshly started, empty Noctis (one "
+        "process, SQLite) and at Orthanc in its durable mode. RSS is sampled every "
+        f"{measure['sample_interval_s']} s. Growth is the slope of a least-squares line "
+        f"through the samples after the first {measure['warm_up_share']:.0%} of the send. "
+        "The instances received by each sample's time are estimated from the send's mean rate."
+    )
+    lines.append("")
+
+    repeated = len({row["repetition"] for row in runs}) > 1
+    body = []
+    for row in runs:
+        growth = row["growth_mb_per_1000_instances"]
+        cells = [row["target"]] + ([str(row["repetition"])] if repeated else [])
+        cells += [
+            f"{row['instances_per_s']:.0f}",
+            f"{row['rss_mb_before']:.0f}",
+            " / ".join(f"{value:.0f}" for value in row["rss_mb_at_tenths"]),
+            f"{row['rss_mb_after']:.0f}",
+            f"{row['peak_rss_mb']:.0f}",
+            "–" if growth is None else f"{growth:+.2f}",
+        ]
+        body.append(cells)
+    header = ["Target"] + (["Repetition"] if repeated else [])
+    header += [
+        "Instances/s",
+        "Before MB",
+        "Tenths of the samples MB",
+        "After MB",
+        "Peak MB",
+        "Growth MB per 1,000 instances",
+    ]
+    lines += table(header, body)
+
+    peak_ratios = ratios(runs, "noctis", "orthanc", lambda row: float(row["peak_rss_mb"]))
+    if peak_ratios:
+        lines.append(
+            f"Peak RSS, Noctis / Orthanc, within each repetition: {spread(peak_ratios, 2)}."
+        )
+        lines.append("")
     return lines
 
 
@@ -307,6 +358,7 @@ def render_tables(results: dict[str, Any], results_name: str) -> str:
         ingest_section,
         scale_section,
         memory_section,
+        long_ingest_memory_section,
         reads_section,
         qido_scale_section,
         query_processes_section,

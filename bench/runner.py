@@ -1,19 +1,22 @@
-"""The benchmark run: ingest, reads and the QIDO scale, with the targets in rotating order."""
+"""The benchmark run: ingest, reads, memory and the QIDO scale, targets in rotating order."""
 
 from __future__ import annotations
 
 import logging
 import shutil
+import statistics
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 
-from bench.corpus import Corpus, CorpusStudy
-from bench.ingest import measure_ingest, send_c_store
+from bench.corpus import Corpus, CorpusStudy, generate_long_ingest_corpus
+from bench.ingest import IngestFailedError, measure_ingest, send_c_store, stored_count
 from bench.peers import (
     NoctisArchive,
     NoctisQidoServices,
@@ -35,8 +38,12 @@ from noctis_common.db import Database
 
 logger = logging.getLogger(__name__)
 
-# The indexes of migration 0009, dropped for the "before" row of the QIDO scale table.
 MEMORY_SAMPLE_INTERVAL_S = 0.5
+# The long-ingest memory measure fits its growth line to the samples taken after this
+# share of the send's duration, because the samples before it are warm-up.
+WARM_UP_SHARE = 0.5
+LONG_INGEST_ASSOCIATIONS = 4
+# The indexes of migration 0009, dropped for the "before" row of the QIDO scale table.
 QUERY_INDEXES = (
     "ix_study_date_time_order",
     "ix_study_patient_name_pattern",
@@ -58,6 +65,10 @@ class RunOptions:
     query_index_size: int = 100_000
     query_clients: int = 8
     query_seconds: float = 10.0
+    # The long ingest that watches memory growth: MR slices of about 130 KB each, sent
+    # once per repetition to a fresh Noctis and a fresh durable Orthanc.
+    memory_ingest_instances: int = 10_000
+    memory_repetitions: int = 1
 
 
 def rotated(items: list[Any], repetition: int) -> list[Any]:
@@ -78,6 +89,7 @@ class BenchmarkRun:
         self.read_rows: list[dict[str, object]] = []
         self.qido_scale_rows: list[dict[str, object]] = []
         self.memory_rows: list[dict[str, object]] = []
+        self.long_ingest_memory: dict[str, object] | None = None
         self.query_process_rows: list[dict[str, object]] = []
         self._run_number = 0
         self._populated: PopulatedIndex | None = None
@@ -95,6 +107,9 @@ class BenchmarkRun:
         try:
             self.measure_ingest()
             self.measure_reads()
+            self.long_ingest_memory = measure_long_ingest_memory(
+                self.work_dir / "long-ingest", self.options
+            )
             self.measure_qido_scale()
             self.measure_query_processes()
         finally:
@@ -197,31 +212,16 @@ class BenchmarkRun:
 
     def _load_watching_memory(self, target: Target) -> dict[str, object]:
         """Send the read corpus to ``target`` while sampling its RSS twice a second."""
-        samples: list[int] = []
-        done = threading.Event()
-
-        def sample() -> None:
-            # The first sample comes at once, so even a load shorter than the interval has one.
-            samples.append(target.current_rss_bytes())
-            while not done.wait(MEMORY_SAMPLE_INTERVAL_S):
-                samples.append(target.current_rss_bytes())
-
-        sampler = threading.Thread(target=sample, name="rss-sampler")
-        before = target.current_rss_bytes()
-        sampler.start()
-        try:
-            seconds = send_c_store(target, self.corpus.loaded_files, 4)
-        finally:
-            done.set()
-            sampler.join()
+        trace = send_watching_memory(target, self.corpus.loaded_files)
+        samples = [rss for _seconds, rss in trace.samples]
         quarters = [samples[min(len(samples) - 1, len(samples) * part // 4)] for part in (1, 2, 3)]
         return {
             "target": target.name,
             "instances": len(self.corpus.loaded_files),
-            "seconds": round(seconds, 1),
-            "rss_mb_before": round(before / 1e6, 1),
+            "seconds": round(trace.seconds, 1),
+            "rss_mb_before": round(trace.rss_before / 1e6, 1),
             "rss_mb_at_quarters": [round(value / 1e6, 1) for value in quarters],
-            "rss_mb_after": round(target.current_rss_bytes() / 1e6, 1),
+            "rss_mb_after": round(trace.rss_after / 1e6, 1),
             "peak_rss_mb": round(target.sample().peak_rss_bytes / 1e6, 1),
         }
 
@@ -363,3 +363,134 @@ class BenchmarkRun:
 def first_sop_instance_uid(study: CorpusStudy) -> str:
     """Return the SOP Instance UID of ``study``'s first file."""
     return str(dcmread(study.files[0], stop_before_pixels=True).SOPInstanceUID)
+
+
+# -- memory while files arrive ---------------------------------------------------------
+
+
+@dataclass
+class MemoryTrace:
+    """The RSS of one target before, during and after a C-STORE send, in bytes."""
+
+    seconds: float
+    rss_before: int
+    # (seconds since sampling started, RSS) pairs, one every MEMORY_SAMPLE_INTERVAL_S.
+    samples: list[tuple[float, int]]
+    rss_after: int
+
+
+def send_watching_memory(target: Target, files: list[Path]) -> MemoryTrace:
+    """Send ``files`` to ``target`` on 4 associations while sampling its RSS twice a second."""
+    samples: list[tuple[float, int]] = []
+    done = threading.Event()
+    started = time.perf_counter()
+
+    def sample() -> None:
+        # The first sample comes at once, so even a send shorter than the interval has one.
+        samples.append((time.perf_counter() - started, target.current_rss_bytes()))
+        while not done.wait(MEMORY_SAMPLE_INTERVAL_S):
+            samples.append((time.perf_counter() - started, target.current_rss_bytes()))
+
+    sampler = threading.Thread(target=sample, name="rss-sampler")
+    before = target.current_rss_bytes()
+    sampler.start()
+    try:
+        seconds = send_c_store(target, files, LONG_INGEST_ASSOCIATIONS)
+    finally:
+        done.set()
+        sampler.join()
+    return MemoryTrace(seconds, before, samples, target.current_rss_bytes())
+
+
+def growth_mb_per_1000_instances(trace: MemoryTrace, instances: int) -> float | None:
+    """Estimate the RSS growth of ``trace`` in MB per 1,000 instances received.
+
+    The estimate is the slope of a least-squares line through the samples taken after
+    ``WARM_UP_SHARE`` of the send. storescu reports no progress while it runs, so the
+    instances received by each sample's time are estimated from the send's mean rate.
+    Returns None when fewer than two samples are late enough.
+    """
+    late = [
+        (seconds, rss) for seconds, rss in trace.samples if seconds >= trace.seconds * WARM_UP_SHARE
+    ]
+    if len(late) < 2:
+        return None
+    received = [instances * seconds / trace.seconds for seconds, _rss in late]
+    fit = statistics.linear_regression(received, [float(rss) for _seconds, rss in late])
+    return fit.slope * 1000 / 1e6
+
+
+def measure_long_ingest_memory(work_dir: Path, options: RunOptions) -> dict[str, object]:
+    """Send a long MR corpus to a fresh Noctis and a fresh durable Orthanc, watching RSS.
+
+    The corpus of ``options.memory_ingest_instances`` instances is written into
+    ``work_dir`` and deleted at the end, as is each target's folder after a successful run.
+    """
+    started_at = datetime.now(UTC)
+    corpus = generate_long_ingest_corpus(work_dir / "corpus", options.memory_ingest_instances)
+    factories: list[Callable[[int], Target]] = [
+        lambda repetition: NoctisArchive("noctis", work_dir / f"{repetition}-noctis"),
+        lambda repetition: Orthanc("orthanc", work_dir / f"{repetition}-orthanc", fast=False),
+    ]
+    runs: list[dict[str, object]] = []
+    try:
+        for repetition in range(options.memory_repetitions):
+            for factory in rotated(factories, repetition):
+                target = factory(repetition)
+                target.start()
+                try:
+                    runs.append(_watch_long_ingest(target, corpus.files, repetition))
+                finally:
+                    target.stop()
+                # A failed run skips this line, so its target's folder and log stay for reading.
+                shutil.rmtree(target.work_dir, ignore_errors=True)
+        return {
+            "started_at": started_at.isoformat(timespec="seconds"),
+            "instances": len(corpus.files),
+            "bytes": corpus.size_bytes,
+            "studies": corpus.studies,
+            "series": corpus.series,
+            "associations": LONG_INGEST_ASSOCIATIONS,
+            "sample_interval_s": MEMORY_SAMPLE_INTERVAL_S,
+            "warm_up_share": WARM_UP_SHARE,
+            "runs": runs,
+        }
+    finally:
+        shutil.rmtree(work_dir / "corpus", ignore_errors=True)
+
+
+def _watch_long_ingest(target: Target, files: list[Path], repetition: int) -> dict[str, object]:
+    trace = send_watching_memory(target, files)
+    stored = stored_count(target)
+    if stored != len(files):
+        raise IngestFailedError(
+            f"{target.name} stored {stored} of the {len(files)} instances of the long ingest. "
+            f"Its log in {target.work_dir} says why."
+        )
+    samples = [rss for _seconds, rss in trace.samples]
+    tenths = [samples[min(len(samples) - 1, len(samples) * part // 10)] for part in range(1, 10)]
+    growth = growth_mb_per_1000_instances(trace, len(files))
+    peak = target.sample().peak_rss_bytes
+    logger.info(
+        "%s: %d instances in %.0f s, RSS %.0f to %.0f MB, peak %.0f MB, growth %s",
+        target.name,
+        len(files),
+        trace.seconds,
+        trace.rss_before / 1e6,
+        trace.rss_after / 1e6,
+        peak / 1e6,
+        "not fitted" if growth is None else f"{growth:+.2f} MB per 1,000 instances",
+    )
+    return {
+        "target": target.name,
+        "repetition": repetition,
+        "instances": len(files),
+        "seconds": round(trace.seconds, 1),
+        "instances_per_s": round(len(files) / trace.seconds, 1),
+        "samples": len(samples),
+        "rss_mb_before": round(trace.rss_before / 1e6, 1),
+        "rss_mb_at_tenths": [round(value / 1e6, 1) for value in tenths],
+        "rss_mb_after": round(trace.rss_after / 1e6, 1),
+        "peak_rss_mb": round(peak / 1e6, 1),
+        "growth_mb_per_1000_instances": None if growth is None else round(growth, 3),
+    }

@@ -9,11 +9,12 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from bench.corpus import CorpusSize, generate_corpus
+from bench.corpus import CorpusSize, generate_corpus, generate_long_ingest_corpus
 from bench.ingest import measure_ingest
 from bench.peers import NoctisArchive, Storescp
 from bench.populate import INSTANCES_PER_STUDY, populate_index
 from bench.render import BEGIN_MARKER, END_MARKER, render_page
+from bench.runner import MemoryTrace, growth_mb_per_1000_instances
 from noctis_common.db import Database
 from noctis_common.db.models import Instance, Study
 
@@ -140,3 +141,29 @@ def test_render_keeps_text_outside_markers(tmp_path: Path) -> None:
     assert "Kept below." in text
     assert "\nold\n" not in text
     assert "| C-STORE x1 | noctis / orthanc | 2.00 |" in text
+
+
+def test_long_ingest_corpus_exact_count(tmp_path: Path) -> None:
+    first = generate_long_ingest_corpus(tmp_path / "first", 50)
+    second = generate_long_ingest_corpus(tmp_path / "second", 50)
+
+    assert len(first.files) == 50
+    assert [path.read_bytes() for path in first.files] == [
+        path.read_bytes() for path in second.files
+    ]
+
+
+def test_memory_growth_fitted_per_instance() -> None:
+    # RSS rises by 2 MB a second while 100 instances arrive a second: 20 MB per 1,000.
+    samples = [(second / 2, int(100e6 + second / 2 * 2e6)) for second in range(21)]
+    trace = MemoryTrace(seconds=10.0, rss_before=100_000_000, samples=samples, rss_after=0)
+
+    growth = growth_mb_per_1000_instances(trace, instances=1000)
+
+    assert growth == pytest.approx(20.0)
+
+
+def test_memory_growth_needs_two_late_samples() -> None:
+    trace = MemoryTrace(seconds=10.0, rss_before=0, samples=[(0.0, 1), (9.0, 2)], rss_after=0)
+
+    assert growth_mb_per_1000_instances(trace, instances=1000) is None

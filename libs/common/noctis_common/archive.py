@@ -38,9 +38,8 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from noctis_common.db import Database
 from noctis_common.db.models import Instance, Series, Study
@@ -48,9 +47,14 @@ from noctis_common.dicom.attributes import (
     IndexRecord,
     extract_index_record,
 )
-from noctis_common.dicom.frame_index import FrameLayout, locate_frame_layout
+from noctis_common.dicom.frame_index import FrameLayout, frame_layout_of
 from noctis_common.dicom.json_model import BULK_DATA_THRESHOLD_BYTES, dataset_to_json
-from noctis_common.dicom.part10 import Part10Error, read_part10_header, write_part10
+from noctis_common.dicom.part10 import (
+    Part10Error,
+    finish_received_part10,
+    read_part10_header,
+    write_part10,
+)
 from noctis_common.events import OutboxRelay
 from noctis_common.index_rows import (
     SeriesInOtherStudyError,
@@ -72,6 +76,10 @@ UNDEFINED_LENGTH = 0xFFFFFFFF
 # Bytes per word of the binary VRs whose byte order follows the transfer syntax.
 WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 ARRAY_TYPECODES = {2: "H", 4: "I", 8: "Q"}
+
+_SELECT_INDEXED = (
+    select(Instance.id).where(Instance.sop_instance_uid == bindparam("b_sop_instance_uid")).limit(1)
+)
 
 
 class FailureReason(IntEnum):
@@ -307,26 +315,45 @@ class Archive:
             metadata_json = json.dumps(
                 dataset_to_json(dataset), separators=(",", ":"), ensure_ascii=False, allow_nan=False
             )
+            already_indexed = self._is_indexed(record.sop_instance_uid)
 
-            spool_copy = self.new_spool_path()
             with (
                 tracer.start_as_current_span("write spool copy"),
                 open(path, "rb") as source,
             ):
-                source.seek(dataset_offset)
-                written = write_part10(
-                    spool_copy,
-                    source,
-                    sop_class_uid=record.sop_class_uid,
-                    sop_instance_uid=record.sop_instance_uid,
-                    transfer_syntax_uid=transfer_syntax_uid,
-                    source_ae_title=source_ae_title,
-                )
+                # The frame layout comes from the parse above, in the received file's
+                # positions; a copy moves every byte by the same amount.
+                frame_layout = frame_layout_of(source, dataset, transfer_syntax_uid)
+                written = None
+                if source_ae_title:
+                    # A C-STORE dataset that pynetdicom wrote behind room for Noctis's
+                    # File Meta Information is stored as it is, without a copy.
+                    written = finish_received_part10(
+                        path,
+                        dataset_offset,
+                        sop_class_uid=record.sop_class_uid,
+                        sop_instance_uid=record.sop_instance_uid,
+                        transfer_syntax_uid=transfer_syntax_uid,
+                        source_ae_title=source_ae_title,
+                    )
+                if written is None:
+                    spool_copy = self.new_spool_path()
+                    source.seek(dataset_offset)
+                    written = write_part10(
+                        spool_copy,
+                        source,
+                        sop_class_uid=record.sop_class_uid,
+                        sop_instance_uid=record.sop_instance_uid,
+                        transfer_syntax_uid=transfer_syntax_uid,
+                        source_ae_title=source_ae_title,
+                    )
+            if frame_layout is not None:
+                frame_layout = frame_layout.moved_by(written.dataset_offset - dataset_offset)
 
-            existing = self._check_duplicate(record, written.dataset_sha256, dataset)
-            if existing is not None:
-                return existing
-            frame_layout = locate_frame_layout(spool_copy, transfer_syntax_uid)
+            if already_indexed:
+                existing = self._check_duplicate(record, written.dataset_sha256, dataset)
+                if existing is not None:
+                    return existing
 
             key = instance_object_key(
                 record.study_instance_uid,
@@ -339,7 +366,7 @@ class Archive:
             try:
                 with tracer.start_as_current_span("put object") as put_span:
                     put_span.set_attribute("noctis.object_size", written.size)
-                    self.store.put_file(key, spool_copy)
+                    self.store.put_file(key, written.path)
                 spool_copy = None
                 with tracer.start_as_current_span("commit index rows"):
                     duplicate = self._commit(
@@ -466,6 +493,12 @@ class Archive:
             )
         return record
 
+    def _is_indexed(self, sop_instance_uid: str) -> bool:
+        """Return whether an instance with ``sop_instance_uid`` is indexed: one Core query."""
+        with self.database.engine.connect() as connection:
+            found = connection.scalar(_SELECT_INDEXED, {"b_sop_instance_uid": sop_instance_uid})
+        return found is not None
+
     def _check_duplicate(
         self, record: IndexRecord, dataset_sha256: str, dataset: Dataset
     ) -> StoredInstance | None:
@@ -537,9 +570,8 @@ class Archive:
         """
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                with self.database.write_session() as session:
-                    self._insert_rows(session, record, instance_values, frame_layout)
-                    session.commit()
+                with self.database.write_transaction() as connection:
+                    self._insert_rows(connection, record, instance_values, frame_layout)
                 return None
             except IntegrityError:
                 # Another writer may have committed the same SOP Instance UID first:
@@ -570,13 +602,13 @@ class Archive:
 
     def _insert_rows(
         self,
-        session: Session,
+        connection: Connection,
         record: IndexRecord,
         instance_values: dict[str, Any],
         frame_layout: FrameLayout | None = None,
     ) -> None:
         try:
-            insert_instance_rows(session, record, instance_values, frame_layout)
+            insert_instance_rows(connection, record, instance_values, frame_layout)
         except SeriesInOtherStudyError as error:
             raise StoreFailedError(FailureReason.CANNOT_UNDERSTAND, str(error)) from error
         except StudyDeletedDuringStoreError as error:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from noctis_common.db import Database
@@ -93,6 +93,29 @@ def add_event(
             payload_json=json.dumps(payload, separators=(",", ":")),
             traceparent=current_traceparent(),
         )
+    )
+
+
+OUTBOX_EVENT: Table = OutboxEvent.__table__  # type: ignore[assignment]
+_INSERT_EVENT = insert(OutboxEvent)
+
+
+def add_event_row(
+    connection: Connection, event_type: str, study_instance_uid: str, payload: dict[str, Any]
+) -> None:
+    """Insert an event into the outbox within the transaction of ``connection``.
+
+    The Core counterpart of :func:`add_event`, for the store path, which writes its
+    index rows with Core statements. The same locking rule applies.
+    """
+    connection.execute(
+        _INSERT_EVENT,
+        {
+            "event_type": event_type,
+            "study_instance_uid": study_instance_uid,
+            "payload_json": json.dumps(payload, separators=(",", ":")),
+            "traceparent": current_traceparent(),
+        },
     )
 
 
@@ -299,24 +322,36 @@ def claim_batch(session: Session, limit: int = RELAY_BATCH_SIZE) -> list[Event]:
     then unclaimed events in id order. The caller must be the only relay at work (see
     the module docstring) and commit ``session`` to keep the numbers.
     """
-    unpublished = select(OutboxEvent).where(OutboxEvent.published_at.is_(None)).limit(limit)
+    # Plain rows, not ORM objects: the relay runs for every few stored instances.
+    table = OUTBOX_EVENT.c
+    unpublished = select(
+        table.id,
+        table.event_type,
+        table.study_instance_uid,
+        table.payload_json,
+        table.created_at,
+        table.sequence,
+        table.traceparent,
+    ).where(table.published_at.is_(None))
     rows = list(
-        session.scalars(
-            unpublished.where(OutboxEvent.sequence.is_not(None)).order_by(OutboxEvent.sequence)
+        session.execute(
+            unpublished.where(table.sequence.is_not(None)).order_by(table.sequence).limit(limit)
         )
     )
     if len(rows) < limit:
-        rows += session.scalars(
-            unpublished.where(OutboxEvent.sequence.is_(None))
-            .order_by(OutboxEvent.id)
-            .limit(limit - len(rows))
+        rows += session.execute(
+            unpublished.where(table.sequence.is_(None)).order_by(table.id).limit(limit - len(rows))
         )
-    unclaimed = [row for row in rows if row.sequence is None]
+    sequences = {row.id: row.sequence for row in rows}
+    unclaimed = [row.id for row in rows if row.sequence is None]
     if unclaimed:
-        last_sequence = session.scalar(select(func.max(OutboxEvent.sequence))) or 0
-        for offset, row in enumerate(unclaimed, start=1):
-            row.sequence = last_sequence + offset
-        session.flush()
+        last_sequence = session.scalar(select(func.max(table.sequence))) or 0
+        for offset, event_id in enumerate(unclaimed, start=1):
+            sequences[event_id] = last_sequence + offset
+        session.execute(
+            update(OUTBOX_EVENT).where(table.id == bindparam("b_id")),
+            [{"b_id": event_id, "sequence": sequences[event_id]} for event_id in unclaimed],
+        )
     return [
         Event(
             id=row.id,
@@ -324,7 +359,7 @@ def claim_batch(session: Session, limit: int = RELAY_BATCH_SIZE) -> list[Event]:
             study_instance_uid=row.study_instance_uid,
             payload=json.loads(row.payload_json),
             created_at=row.created_at,
-            sequence=row.sequence,
+            sequence=sequences[row.id],
             traceparent=row.traceparent,
         )
         for row in rows

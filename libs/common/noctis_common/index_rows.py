@@ -19,15 +19,53 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import String, select, update
+from sqlalchemy import Connection, String, Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
-from noctis_common.db.models import Base, Instance, Patient, Series, Study, utc_now
+from noctis_common.db.models import FrameIndex, Instance, Patient, Series, Study, utc_now
 from noctis_common.dicom.attributes import IndexRecord, person_name_search_form, time_key
-from noctis_common.dicom.frame_index import FrameLayout, frame_index_row
-from noctis_common.events import INSTANCE_STORED, add_event
+from noctis_common.dicom.frame_index import FrameLayout, frame_index_values
+from noctis_common.events import INSTANCE_STORED, add_event_row
 from noctis_common.study_complete import changes_for_new_instance
+
+PATIENT: Table = Patient.__table__  # type: ignore[assignment]
+STUDY: Table = Study.__table__  # type: ignore[assignment]
+SERIES: Table = Series.__table__  # type: ignore[assignment]
+INSTANCE: Table = Instance.__table__  # type: ignore[assignment]
+FRAME_INDEX: Table = FrameIndex.__table__  # type: ignore[assignment]
+
+# The statements that every store runs, built once: building a statement costs more
+# CPU than executing it, and a built statement also keeps its cache key.
+_LOCK_STUDY = (
+    select(STUDY.c.id, STUDY.c.modalities_in_study, STUDY.c.revision, STUDY.c.completed_revision)
+    .where(STUDY.c.study_instance_uid == bindparam("b_study_instance_uid"))
+    .with_for_update()
+)
+_SELECT_SERIES = select(SERIES.c.id, SERIES.c.study_fk).where(
+    SERIES.c.series_instance_uid == bindparam("b_series_instance_uid")
+)
+_INSERT_INSTANCE = insert(INSTANCE).returning(INSTANCE.c.id)
+_INSERT_FRAME_INDEX = insert(FRAME_INDEX)
+_COUNT_SERIES_INSTANCE = (
+    update(SERIES)
+    .where(SERIES.c.id == bindparam("b_series_id"))
+    .values(
+        number_of_series_related_instances=SERIES.c.number_of_series_related_instances + 1,
+        revision=SERIES.c.revision + 1,
+    )
+)
+_COUNT_STUDY_INSTANCE = (
+    update(STUDY)
+    .where(STUDY.c.id == bindparam("b_study_id"))
+    .values(
+        number_of_study_related_instances=STUDY.c.number_of_study_related_instances + 1,
+        number_of_study_related_series=STUDY.c.number_of_study_related_series
+        + bindparam("b_series_added"),
+        modalities_in_study=bindparam("b_modalities_in_study"),
+        revision=bindparam("b_revision"),
+        last_instance_at=bindparam("b_last_instance_at"),
+    )
+)
 
 
 class SeriesInOtherStudyError(ValueError):
@@ -45,68 +83,71 @@ def _fit(value: str, column: Any) -> str:
 
 
 def insert_instance_rows(
-    session: Session,
+    connection: Connection,
     record: IndexRecord,
     instance_values: dict[str, Any],
     frame_layout: FrameLayout | None = None,
 ) -> None:
-    """Add the rows of a newly stored instance and its outbox event to ``session``.
+    """Insert the rows of a newly stored instance and its outbox event in ``connection``.
 
     Patient, study and series rows are created when missing; the series and study
     counts, ModalitiesInStudy and the series revision are updated in the same
     transaction. Raises :class:`SeriesInOtherStudyError` when the series is indexed
     under another study.
+
+    Every statement is a SQLAlchemy Core statement, because this runs once per stored
+    instance and the ORM's unit of work cost several times the CPU of the statements.
     """
-    study, study_created = _get_or_create_locked_study(session, record)
-    series, series_created = _get_or_create_series(session, record, study)
-    if series.study_fk != study.id:
+    study, study_created = _get_or_create_locked_study(connection, record)
+    series_id, series_study_fk, series_created = _get_or_create_series(connection, record, study.id)
+    if series_study_fk != study.id:
         raise SeriesInOtherStudyError(
             f"SeriesInstanceUID {record.series_instance_uid} already belongs to another "
             f"study than {record.study_instance_uid}",
         )
-    columns = Instance.__table__.c
-    instance = Instance(
-        sop_instance_uid=record.sop_instance_uid,
-        series_fk=series.id,
-        study_fk=study.id,
-        sop_class_uid=record.sop_class_uid,
-        instance_number=record.instance_number,
-        rows=record.rows,
-        columns=record.columns,
-        bits_allocated=record.bits_allocated,
-        number_of_frames=record.number_of_frames,
-        content_date=_fit(record.content_date, columns.content_date),
-        content_time=_fit(record.content_time, columns.content_time),
-        specific_character_set=_fit(record.specific_character_set, columns.specific_character_set),
-        **instance_values,
-    )
-    session.add(instance)
-    session.flush()
+    instance_id = connection.execute(
+        _INSERT_INSTANCE,
+        {
+            "sop_instance_uid": record.sop_instance_uid,
+            "series_fk": series_id,
+            "study_fk": study.id,
+            "sop_class_uid": record.sop_class_uid,
+            "instance_number": record.instance_number,
+            "rows": record.rows,
+            "columns": record.columns,
+            "bits_allocated": record.bits_allocated,
+            "number_of_frames": record.number_of_frames,
+            "content_date": _fit(record.content_date, INSTANCE.c.content_date),
+            "content_time": _fit(record.content_time, INSTANCE.c.content_time),
+            "specific_character_set": _fit(
+                record.specific_character_set, INSTANCE.c.specific_character_set
+            ),
+            **instance_values,
+        },
+    ).scalar_one()
     if frame_layout is not None:
-        session.add(frame_index_row(instance.id, frame_layout))
-    session.execute(
-        update(Series)
-        .where(Series.id == series.id)
-        .values(
-            number_of_series_related_instances=Series.number_of_series_related_instances + 1,
-            revision=Series.revision + 1,
-        )
-    )
-    study_changes: dict[str, Any] = {
-        "number_of_study_related_instances": Study.number_of_study_related_instances + 1,
-        **changes_for_new_instance(study, utc_now()),
-    }
+        connection.execute(_INSERT_FRAME_INDEX, frame_index_values(instance_id, frame_layout))
+    connection.execute(_COUNT_SERIES_INSTANCE, {"b_series_id": series_id})
+    modalities_in_study = study.modalities_in_study
     if series_created:
-        study_changes["number_of_study_related_series"] = Study.number_of_study_related_series + 1
-        modalities = [m for m in study.modalities_in_study.split("\\") if m]
+        modalities = [m for m in modalities_in_study.split("\\") if m]
         if record.modality and record.modality not in modalities:
             modalities.append(record.modality)
-            study_changes["modalities_in_study"] = _fit(
-                "\\".join(sorted(modalities)), Study.__table__.c.modalities_in_study
-            )
-    session.execute(update(Study).where(Study.id == study.id).values(**study_changes))
-    add_event(
-        session,
+            modalities_in_study = _fit("\\".join(sorted(modalities)), STUDY.c.modalities_in_study)
+    now = utc_now()
+    changes = changes_for_new_instance(study.revision, study.completed_revision, now)
+    connection.execute(
+        _COUNT_STUDY_INSTANCE,
+        {
+            "b_study_id": study.id,
+            "b_series_added": 1 if series_created else 0,
+            "b_modalities_in_study": modalities_in_study,
+            "b_revision": changes.get("revision", study.revision),
+            "b_last_instance_at": changes["last_instance_at"],
+        },
+    )
+    add_event_row(
+        connection,
         INSTANCE_STORED,
         record.study_instance_uid,
         {
@@ -123,25 +164,20 @@ def insert_instance_rows(
     )
 
 
-def _get_or_create_locked_study(session: Session, record: IndexRecord) -> tuple[Study, bool]:
+def _get_or_create_locked_study(connection: Connection, record: IndexRecord) -> tuple[Any, bool]:
     """Return the study row of ``record``, locked, and whether this call created it.
 
     The row is read once the lock is granted, so its counts and revisions are the
     latest committed ones. When a deletion of the study commits while this transaction
     waits for the lock, the read finds no row and the study is created anew.
     """
-    locked_study = (
-        select(Study)
-        .where(Study.study_instance_uid == record.study_instance_uid)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    study = session.scalars(locked_study).one_or_none()
+    parameters = {"b_study_instance_uid": record.study_instance_uid}
+    study = connection.execute(_LOCK_STUDY, parameters).one_or_none()
     if study is not None:
         return study, False
-    patient_fk = _get_or_create_patient(session, record)
-    created = _insert_study_if_absent(session, record, patient_fk)
-    study = session.scalars(locked_study).one_or_none()
+    patient_fk = _get_or_create_patient(connection, record)
+    created = _insert_study_if_absent(connection, record, patient_fk)
+    study = connection.execute(_LOCK_STUDY, parameters).one_or_none()
     if study is None:
         raise StudyDeletedDuringStoreError(
             f"study {record.study_instance_uid} was deleted while this instance was being "
@@ -150,42 +186,41 @@ def _get_or_create_locked_study(session: Session, record: IndexRecord) -> tuple[
     return study, created
 
 
-def _insert_if_absent(session: Session, model: type[Base], values: dict[str, Any]) -> int | None:
+def _insert_if_absent(connection: Connection, table: Table, values: dict[str, Any]) -> int | None:
     """Insert a row unless one with the same unique key exists, and return its id if inserted.
 
     Waits on PostgreSQL for a concurrent transaction that inserted the same key, and
     returns ``None`` when that one commits.
     """
-    dialect = session.get_bind().dialect.name
+    dialect = connection.dialect.name
     if dialect == "postgresql":
-        statement: Any = postgresql.insert(model)
+        statement: Any = postgresql.insert(table)
     elif dialect == "sqlite":
-        statement = sqlite.insert(model)
+        statement = sqlite.insert(table)
     else:
         raise NotImplementedError(
             f"index rows need INSERT ... ON CONFLICT, written only for PostgreSQL and "
             f"SQLite; the index database is {dialect}"
         )
-    primary_key = model.__table__.c.id
-    statement = statement.values(**values).on_conflict_do_nothing().returning(primary_key)
-    inserted: int | None = session.scalar(statement)
+    statement = statement.values(**values).on_conflict_do_nothing().returning(table.c.id)
+    inserted: int | None = connection.scalar(statement)
     return inserted
 
 
-def _get_or_create_patient(session: Session, record: IndexRecord) -> int:
+def _get_or_create_patient(connection: Connection, record: IndexRecord) -> int:
     """Return the id of the patient row of ``record``, creating the row when missing."""
-    columns = Patient.__table__.c
+    columns = PATIENT.c
     patient_id = _fit(record.patient_id, columns.patient_id)
     issuer = _fit(record.issuer_of_patient_id, columns.issuer_of_patient_id)
-    existing = select(Patient.id).where(
-        Patient.patient_id == patient_id, Patient.issuer_of_patient_id == issuer
+    existing = select(columns.id).where(
+        columns.patient_id == patient_id, columns.issuer_of_patient_id == issuer
     )
-    found = session.scalar(existing)
+    found: int | None = connection.scalar(existing)
     if found is not None:
         return found
     inserted = _insert_if_absent(
-        session,
-        Patient,
+        connection,
+        PATIENT,
         {
             "patient_id": patient_id,
             "issuer_of_patient_id": issuer,
@@ -194,15 +229,18 @@ def _get_or_create_patient(session: Session, record: IndexRecord) -> int:
             "patient_sex": _fit(record.patient_sex, columns.patient_sex),
         },
     )
-    return inserted if inserted is not None else session.scalars(existing).one()
+    if inserted is not None:
+        return inserted
+    patient_fk: int = connection.execute(existing).scalar_one()
+    return patient_fk
 
 
-def _insert_study_if_absent(session: Session, record: IndexRecord, patient_fk: int) -> bool:
+def _insert_study_if_absent(connection: Connection, record: IndexRecord, patient_fk: int) -> bool:
     """Insert the study row of ``record`` unless it exists, and return whether it did."""
-    columns = Study.__table__.c
+    columns = STUDY.c
     inserted = _insert_if_absent(
-        session,
-        Study,
+        connection,
+        STUDY,
         {
             "study_instance_uid": record.study_instance_uid,
             "patient_fk": patient_fk,
@@ -242,23 +280,23 @@ def _insert_study_if_absent(session: Session, record: IndexRecord, patient_fk: i
 
 
 def _get_or_create_series(
-    session: Session, record: IndexRecord, study: Study
-) -> tuple[Series, bool]:
-    """Return the series row of ``record`` and whether this call created it.
+    connection: Connection, record: IndexRecord, study_id: int
+) -> tuple[int, int, bool]:
+    """Return the id and study of the series row of ``record``, and whether this call created it.
 
-    The series may belong to another study than ``study``, which the caller checks.
+    The series may belong to another study than ``study_id``, which the caller checks.
     """
-    existing = select(Series).where(Series.series_instance_uid == record.series_instance_uid)
-    series = session.scalar(existing)
+    columns = SERIES.c
+    parameters = {"b_series_instance_uid": record.series_instance_uid}
+    series = connection.execute(_SELECT_SERIES, parameters).one_or_none()
     if series is not None:
-        return series, False
-    columns = Series.__table__.c
+        return series.id, series.study_fk, False
     inserted = _insert_if_absent(
-        session,
-        Series,
+        connection,
+        SERIES,
         {
             "series_instance_uid": record.series_instance_uid,
-            "study_fk": study.id,
+            "study_fk": study_id,
             "modality": _fit(record.modality, columns.modality),
             "series_number": record.series_number,
             "series_description": _fit(record.series_description, columns.series_description),
@@ -285,4 +323,5 @@ def _get_or_create_series(
             "number_of_series_related_instances": 0,
         },
     )
-    return session.scalars(existing).one(), inserted is not None
+    series = connection.execute(_SELECT_SERIES, parameters).one()
+    return series.id, series.study_fk, inserted is not None

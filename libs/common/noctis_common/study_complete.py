@@ -59,15 +59,18 @@ RELATIVE_DICOMWEB_BASE = "/dicom-web"
 LOGGED_UIDS = 10
 
 
-def changes_for_new_instance(study: Study, now: datetime) -> dict[str, Any]:
+def changes_for_new_instance(
+    revision: int, completed_revision: int, now: datetime
+) -> dict[str, Any]:
     """Return the study row's completion values after an instance was added at ``now``.
 
-    ``study`` must be locked by the caller's transaction (``SELECT ... FOR UPDATE`` on
-    PostgreSQL), so that its revision values cannot change before the commit.
+    ``revision`` and ``completed_revision`` are the study row's values, read under the
+    caller's lock on that row (``SELECT ... FOR UPDATE`` on PostgreSQL), so that they
+    cannot change before the commit.
     """
     changes: dict[str, Any] = {"last_instance_at": now}
-    if study.completed_revision >= study.revision:
-        changes["revision"] = study.revision + 1
+    if completed_revision >= revision:
+        changes["revision"] = revision + 1
     return changes
 
 

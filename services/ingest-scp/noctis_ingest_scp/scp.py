@@ -20,12 +20,13 @@ import threading
 import time
 from collections.abc import Sequence
 
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, _config, dimse_messages, evt
 from pynetdicom.association import Association
 from pynetdicom.events import EventHandlerType
 from pynetdicom.transport import ThreadedAssociationServer
 
 from noctis_common.context import ArchiveContext
+from noctis_common.dicom.part10 import received_file_meta
 from noctis_common.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from noctis_ingest_scp.associations import AssociationRegistry
 from noctis_ingest_scp.commitment import StorageCommitmentSCP
@@ -225,6 +226,11 @@ class StorageSCP:
         process share the spool of whichever started last.
         """
         _config.STORE_RECV_CHUNKED_DATASET = True
+        # pynetdicom writes File Meta Information ahead of each dataset it spools, with
+        # the function it imported as ``create_file_meta``. Writing Noctis's, with room
+        # for the sender's AE title, lets the archive store the spool file in place
+        # instead of copying it behind new File Meta Information.
+        dimse_messages.create_file_meta = received_file_meta  # type: ignore[attr-defined]
         self._previous_tempdir = tempfile.tempdir
         self._spool_tempdir = str(self.context.archive.spool_dir)
         tempfile.tempdir = self._spool_tempdir

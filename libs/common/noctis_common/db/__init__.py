@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -103,9 +104,8 @@ class Database:
             )
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._write_sessions = sessionmaker(
-            self.engine.execution_options(noctis_write=True), expire_on_commit=False
-        )
+        self._write_engine = self.engine.execution_options(noctis_write=True)
+        self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -125,6 +125,14 @@ class Database:
     def write_session(self) -> Session:
         """Open a session whose transaction takes the write lock on SQLite at once."""
         return self._write_sessions()
+
+    def write_transaction(self) -> AbstractContextManager[Connection]:
+        """Open a connection in a write transaction, committed when the block ends without error.
+
+        For Core statements on hot paths; the transaction takes the write lock on
+        SQLite at once, like :meth:`write_session`.
+        """
+        return self._write_engine.begin()
 
     def upgrade(self) -> None:
         """Apply every pending schema migration."""

@@ -22,7 +22,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataelem import DataElement, RawDataElement
@@ -59,6 +59,17 @@ class FrameLayout:
     number_of_frames: int
     frame_length: int | None = None
     frame_ranges: tuple[tuple[int, int], ...] | None = None
+
+    def moved_by(self, shift: int) -> FrameLayout:
+        """Return this layout for a copy of the object whose bytes sit ``shift`` bytes later."""
+        return FrameLayout(
+            pixel_data_offset=self.pixel_data_offset + shift,
+            number_of_frames=self.number_of_frames,
+            frame_length=self.frame_length,
+            frame_ranges=None
+            if self.frame_ranges is None
+            else tuple((position + shift, length) for position, length in self.frame_ranges),
+        )
 
     @property
     def is_encapsulated(self) -> bool:
@@ -217,6 +228,22 @@ def read_frame_layout(handle: BinaryIO, transfer_syntax_uid: str) -> FrameLayout
     try:
         handle.seek(0)
         dataset = dcmread(handle, defer_size=BULK_DATA_THRESHOLD_BYTES, force=True)
+    except Exception:  # pydicom raises many types on corrupt input; parsing then decides
+        return None
+    return frame_layout_of(handle, dataset, transfer_syntax_uid)
+
+
+def frame_layout_of(
+    handle: BinaryIO, dataset: Dataset, transfer_syntax_uid: str
+) -> FrameLayout | None:
+    """Return the frame layout of ``dataset``, read from ``handle`` with deferred bulk data.
+
+    Positions are those of ``handle``'s file. The store path calls this with the
+    dataset it parsed already, so the object is not parsed a second time.
+    """
+    if transfer_syntax_uid in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
+        return None
+    try:
         raw: RawDataElement | DataElement | None = dataset.get_item(
             PIXEL_DATA_TAG, keep_deferred=True
         )
@@ -245,16 +272,21 @@ def read_frame_layout(handle: BinaryIO, transfer_syntax_uid: str) -> FrameLayout
         return None
 
 
+def frame_index_values(instance_id: int, frame_layout: FrameLayout) -> dict[str, Any]:
+    """Return the column values of the ``frame_index`` row that records ``frame_layout``."""
+    frame_ranges = frame_layout.frame_ranges
+    return {
+        "instance_fk": instance_id,
+        "pixel_data_offset": frame_layout.pixel_data_offset,
+        "number_of_frames": frame_layout.number_of_frames,
+        "frame_length": frame_layout.frame_length,
+        "frame_ranges": None if frame_ranges is None else pack_frame_ranges(frame_ranges),
+    }
+
+
 def frame_index_row(instance_id: int, frame_layout: FrameLayout) -> FrameIndex:
     """Return the ``frame_index`` row that records ``frame_layout`` for an instance."""
-    frame_ranges = frame_layout.frame_ranges
-    return FrameIndex(
-        instance_fk=instance_id,
-        pixel_data_offset=frame_layout.pixel_data_offset,
-        number_of_frames=frame_layout.number_of_frames,
-        frame_length=frame_layout.frame_length,
-        frame_ranges=None if frame_ranges is None else pack_frame_ranges(frame_ranges),
-    )
+    return FrameIndex(**frame_index_values(instance_id, frame_layout))
 
 
 def load_frame_layout(database: Database, instance_id: int) -> FrameLayout | None:

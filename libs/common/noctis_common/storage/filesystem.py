@@ -31,7 +31,9 @@ class FileSystemObjectStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
+        # normpath removes ".." without a system call per path component, as resolve()
+        # would make; keys never contain symbolic links.
+        path = Path(os.path.normpath(self.root / key))
         # Keys are built from validated UIDs; this check guards against a caller bug.
         if not path.is_relative_to(self.root) or path == self.root:
             raise ValueError(f"object key {key!r} resolves outside the object store")

@@ -1,0 +1,160 @@
+"""Part 10 files written by the store path: a copy behind new File Meta, or in place."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import ExplicitVRLittleEndian
+
+from noctis_common.dicom.frame_index import FrameLayout
+from noctis_common.dicom.part10 import (
+    PREAMBLE_LENGTH,
+    PREFIX,
+    Part10Error,
+    finish_received_part10,
+    read_part10_header,
+    received_file_meta,
+    write_part10,
+)
+from noctis_common.uids import IMPLEMENTATION_CLASS_UID
+from tests.support import CT_IMAGE_STORAGE, make_dataset
+
+
+def _dataset_bytes() -> tuple[str, bytes]:
+    dataset = make_dataset()
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, implicit_vr=False, little_endian=True)
+    raw = buffer.getvalue()
+    header = read_part10_header(io.BytesIO(raw))
+    return str(dataset.SOPInstanceUID), raw[header.dataset_offset :]
+
+
+def _received_file(path: Path, sop_instance_uid: str, dataset: bytes) -> int:
+    """Write ``dataset`` behind the File Meta that the SCP has pynetdicom write."""
+    meta = received_file_meta(
+        sop_class_uid=CT_IMAGE_STORAGE,
+        sop_instance_uid=sop_instance_uid,
+        transfer_syntax=ExplicitVRLittleEndian,
+        implementation_uid="1.2.3",  # pynetdicom passes more keywords, which are ignored
+    )
+    with open(path, "wb") as output:
+        output.write(b"\x00" * PREAMBLE_LENGTH + PREFIX)
+        write_file_meta_info(output, meta, enforce_standard=True)  # type: ignore[arg-type]
+        offset = output.tell()
+        output.write(dataset)
+    return offset
+
+
+def test_received_file_finished_in_place(tmp_path: Path) -> None:
+    sop_instance_uid, dataset = _dataset_bytes()
+    path = tmp_path / "received.dcm"
+    offset = _received_file(path, sop_instance_uid, dataset)
+
+    written = finish_received_part10(
+        path,
+        offset,
+        sop_class_uid=CT_IMAGE_STORAGE,
+        sop_instance_uid=sop_instance_uid,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        source_ae_title="MODALITY1",
+    )
+
+    assert written is not None
+    assert written.path == path
+    assert written.dataset_offset == offset
+    assert written.size == path.stat().st_size
+    assert written.dataset_sha256 == hashlib.sha256(dataset).hexdigest()
+    assert path.read_bytes()[offset:] == dataset
+    stored = pydicom.dcmread(path)
+    assert stored.file_meta.SourceApplicationEntityTitle == "MODALITY1"
+    assert stored.file_meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
+    assert stored.SOPInstanceUID == sop_instance_uid
+
+
+def test_in_place_and_copy_hash_alike(tmp_path: Path) -> None:
+    sop_instance_uid, dataset = _dataset_bytes()
+    path = tmp_path / "received.dcm"
+    offset = _received_file(path, sop_instance_uid, dataset)
+    values = {
+        "sop_class_uid": CT_IMAGE_STORAGE,
+        "sop_instance_uid": sop_instance_uid,
+        "transfer_syntax_uid": ExplicitVRLittleEndian,
+        "source_ae_title": "A",
+    }
+
+    copied = write_part10(tmp_path / "copy.dcm", io.BytesIO(dataset), **values)
+    in_place = finish_received_part10(path, offset, **values)
+
+    assert in_place is not None
+    assert in_place.dataset_sha256 == copied.dataset_sha256
+    assert pydicom.dcmread(path).file_meta.SourceApplicationEntityTitle == "A"
+
+
+def test_other_file_meta_length_left_unchanged(tmp_path: Path) -> None:
+    sop_instance_uid = "1.2.826.0.1.3680043.8.498.1"
+    path = tmp_path / "sent.dcm"
+    make_dataset(sop_instance_uid=sop_instance_uid).save_as(path, enforce_file_format=True)
+    before = path.read_bytes()
+    offset = read_part10_header(io.BytesIO(before)).dataset_offset
+
+    written = finish_received_part10(
+        path,
+        offset,
+        sop_class_uid=CT_IMAGE_STORAGE,
+        sop_instance_uid=sop_instance_uid,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        source_ae_title="MODALITY1",
+    )
+
+    assert written is None
+    assert path.read_bytes() == before
+
+
+def test_overlong_ae_title_left_unchanged(tmp_path: Path) -> None:
+    sop_instance_uid, dataset = _dataset_bytes()
+    path = tmp_path / "received.dcm"
+    offset = _received_file(path, sop_instance_uid, dataset)
+    before = path.read_bytes()
+
+    written = finish_received_part10(
+        path,
+        offset,
+        sop_class_uid=CT_IMAGE_STORAGE,
+        sop_instance_uid=sop_instance_uid,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        source_ae_title="A" * 17,
+    )
+
+    assert written is None
+    assert path.read_bytes() == before
+
+
+def test_received_file_without_dataset_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "received.dcm"
+    offset = _received_file(path, "1.2.3.4", b"")
+
+    with pytest.raises(Part10Error, match="empty"):
+        finish_received_part10(
+            path,
+            offset,
+            sop_class_uid=CT_IMAGE_STORAGE,
+            sop_instance_uid="1.2.3.4",
+            transfer_syntax_uid=ExplicitVRLittleEndian,
+            source_ae_title="MODALITY1",
+        )
+
+
+def test_frame_layout_moved_with_its_bytes() -> None:
+    native = FrameLayout(pixel_data_offset=400, number_of_frames=2, frame_length=512)
+    encapsulated = FrameLayout(
+        pixel_data_offset=400, number_of_frames=2, frame_ranges=((420, 100), (528, 90))
+    )
+
+    assert native.moved_by(-60).frame_range(2) == (852, 512)
+    assert encapsulated.moved_by(-60).frame_ranges == ((360, 100), (468, 90))
+    assert encapsulated.moved_by(-60).pixel_data_offset == 340
