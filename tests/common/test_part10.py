@@ -8,20 +8,23 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from noctis_common.dicom.frame_index import FrameLayout
 from noctis_common.dicom.part10 import (
     PREAMBLE_LENGTH,
     PREFIX,
     Part10Error,
+    encode_file_meta,
     finish_received_part10,
     read_part10_header,
     received_file_meta,
     write_part10,
+    write_received_file_meta,
 )
-from noctis_common.uids import IMPLEMENTATION_CLASS_UID
+from noctis_common.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from tests.support import CT_IMAGE_STORAGE, make_dataset
 
 
@@ -44,10 +47,33 @@ def _received_file(path: Path, sop_instance_uid: str, dataset: bytes) -> int:
     )
     with open(path, "wb") as output:
         output.write(b"\x00" * PREAMBLE_LENGTH + PREFIX)
-        write_file_meta_info(output, meta, enforce_standard=True)  # type: ignore[arg-type]
+        write_received_file_meta(output, meta)
         offset = output.tell()
         output.write(dataset)
     return offset
+
+
+@pytest.mark.parametrize("source_ae_title", [None, "", "STORESCU", "ODD", "A" * 16])
+def test_file_meta_encoded_as_pydicom_does(source_ae_title: str | None) -> None:
+    values = {
+        "sop_class_uid": CT_IMAGE_STORAGE,
+        "sop_instance_uid": "1.2.826.0.1.3680043.8.498.123",
+        "transfer_syntax_uid": ExplicitVRLittleEndian,
+    }
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(values["sop_class_uid"])
+    meta.MediaStorageSOPInstanceUID = UID(values["sop_instance_uid"])
+    meta.TransferSyntaxUID = UID(values["transfer_syntax_uid"])
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    if source_ae_title:
+        meta.SourceApplicationEntityTitle = source_ae_title
+    expected = io.BytesIO()
+    write_file_meta_info(expected, meta, enforce_standard=True)  # type: ignore[arg-type]
+
+    encoded = encode_file_meta(**values, source_ae_title=source_ae_title)
+
+    assert encoded == expected.getvalue()
 
 
 def test_received_file_finished_in_place(tmp_path: Path) -> None:

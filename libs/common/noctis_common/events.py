@@ -303,13 +303,16 @@ class OutboxRelay:
         return len(events)
 
     def _relay_claimed_batch(self) -> int:
-        with self.database.write_session() as session:
+        # SQLite: queue with this process's stores on its writer lock rather than in
+        # SQLite's busy handler (see Database.write_transaction).
+        lock = self.database.sqlite_writer_lock
+        with lock, self.database.write_session() as session:
             events = claim_batch(session)
             session.commit()
         if not events:
             return 0
         self.publisher.publish(events)
-        with self.database.write_session() as session:
+        with lock, self.database.write_session() as session:
             mark_published(session, events)
             session.commit()
         return len(events)

@@ -26,7 +26,7 @@ from pynetdicom.events import EventHandlerType
 from pynetdicom.transport import ThreadedAssociationServer
 
 from noctis_common.context import ArchiveContext
-from noctis_common.dicom.part10 import received_file_meta
+from noctis_common.dicom.part10 import received_file_meta, write_received_file_meta
 from noctis_common.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from noctis_ingest_scp.associations import AssociationRegistry
 from noctis_ingest_scp.commitment import StorageCommitmentSCP
@@ -227,10 +227,13 @@ class StorageSCP:
         """
         _config.STORE_RECV_CHUNKED_DATASET = True
         # pynetdicom writes File Meta Information ahead of each dataset it spools, with
-        # the function it imported as ``create_file_meta``. Writing Noctis's, with room
-        # for the sender's AE title, lets the archive store the spool file in place
-        # instead of copying it behind new File Meta Information.
-        dimse_messages.create_file_meta = received_file_meta  # type: ignore[attr-defined]
+        # the functions it imported as create_file_meta and write_file_meta_info.
+        # Writing Noctis's, with room for the sender's AE title, lets the archive store
+        # the spool file in place instead of copying it behind new File Meta
+        # Information. Should a pynetdicom release stop using these names, the archive
+        # finds File Meta of another length and stores a copy, as it does for STOW-RS.
+        dimse_messages.create_file_meta = received_file_meta  # type: ignore[attr-defined,assignment]
+        dimse_messages.write_file_meta_info = write_received_file_meta  # type: ignore[attr-defined,assignment]
         self._previous_tempdir = tempfile.tempdir
         self._spool_tempdir = str(self.context.archive.spool_dir)
         tempfile.tempdir = self._spool_tempdir
