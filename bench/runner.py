@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import statistics
 import threading
@@ -179,6 +180,9 @@ class BenchmarkRun:
                     finally:
                         target.stop()
                         shutil.rmtree(target.work_dir, ignore_errors=True)
+                        # Write back what this target left in the page cache now, so
+                        # that the next target's measure does not pay for it.
+                        os.sync()
                     self.ingest_rows.append(result.as_json())
 
     # -- reads -------------------------------------------------------------------------

@@ -376,3 +376,28 @@ def test_meta_without_preamble_is_accepted(context: ArchiveContext) -> None:
     stored = context.archive.store_part10(path)
 
     assert stored.sop_instance_uid == dataset.SOPInstanceUID
+
+
+def test_inspect_sees_parsed_dataset(context: ArchiveContext) -> None:
+    dataset = make_dataset()
+    seen: list[str] = []
+
+    context.archive.store_part10(
+        _spool(context, dataset), inspect=lambda parsed: seen.append(parsed.SOPInstanceUID)
+    )
+
+    assert seen == [dataset.SOPInstanceUID]
+
+
+def test_inspect_rejection_stores_nothing(context: ArchiveContext) -> None:
+    path = _spool(context, make_dataset())
+
+    def reject(_parsed: Dataset) -> None:
+        raise LookupError("rejected by the caller")
+
+    with pytest.raises(LookupError, match="rejected by the caller"):
+        context.archive.store_part10(path, inspect=reject)
+
+    assert _count(context, Instance) == 0
+    assert _object_files(context) == []
+    assert not path.exists()

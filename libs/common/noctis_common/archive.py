@@ -31,6 +31,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -275,8 +276,13 @@ class Archive:
         source_ae_title: str | None = None,
         expected_sop_class_uid: str | None = None,
         expected_sop_instance_uid: str | None = None,
+        inspect: Callable[[Dataset], None] | None = None,
     ) -> StoredInstance:
         """Store the Part 10 file at ``path`` (consumed) and index it.
+
+        ``inspect``, when given, is called with the parsed dataset before the archive
+        checks it, so that a caller can read values or reject the instance by raising
+        without parsing the file a second time.
 
         Raises :class:`StoreFailedError` with the status to return when the object is not
         stored. Each call is one ``store instance`` span, with the spool copy, the object
@@ -292,6 +298,7 @@ class Archive:
                     source_ae_title=source_ae_title,
                     expected_sop_class_uid=expected_sop_class_uid,
                     expected_sop_instance_uid=expected_sop_instance_uid,
+                    inspect=inspect,
                 )
             except StoreFailedError as error:
                 span.set_attribute("dicom.failure_reason", f"0x{int(error.reason):04X}")
@@ -326,12 +333,17 @@ class Archive:
         source_ae_title: str | None,
         expected_sop_class_uid: str | None,
         expected_sop_instance_uid: str | None,
+        inspect: Callable[[Dataset], None] | None,
     ) -> StoredInstance:
         spool_copy: Path | None = None
         try:
             with self._prepare_gate:
                 prepared = self._prepare(
-                    path, source_ae_title, expected_sop_class_uid, expected_sop_instance_uid
+                    path,
+                    source_ae_title,
+                    expected_sop_class_uid,
+                    expected_sop_instance_uid,
+                    inspect,
                 )
             record = prepared.record
             written = prepared.written
@@ -431,12 +443,13 @@ class Archive:
         source_ae_title: str | None,
         expected_sop_class_uid: str | None,
         expected_sop_instance_uid: str | None,
+        inspect: Callable[[Dataset], None] | None = None,
     ) -> _PreparedInstance:
         """Parse and check the received file and give it Noctis's File Meta Information.
 
         The CPU-bound part of a store: nothing here waits for a disk or a database.
         """
-        dataset, transfer_syntax_uid, dataset_offset = self._read(path)
+        dataset, transfer_syntax_uid, dataset_offset = self._read(path, inspect)
         record = self._validate(dataset, expected_sop_class_uid, expected_sop_instance_uid)
         metadata_json = json.dumps(
             dataset_to_json(dataset), separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -481,7 +494,9 @@ class Archive:
             dataset, record, transfer_syntax_uid, metadata_json, frame_layout, written
         )
 
-    def _read(self, path: Path) -> tuple[Dataset, str, int]:
+    def _read(
+        self, path: Path, inspect: Callable[[Dataset], None] | None = None
+    ) -> tuple[Dataset, str, int]:
         try:
             with open(path, "rb") as handle:
                 header = read_part10_header(handle)
@@ -504,6 +519,8 @@ class Archive:
             raise StoreFailedError(
                 FailureReason.CANNOT_UNDERSTAND, f"the dataset cannot be parsed: {error}"
             ) from error
+        if inspect is not None:
+            inspect(dataset)
         if transfer_syntax_uid != DeflatedExplicitVRLittleEndian:
             _check_not_truncated(dataset, path.stat().st_size)
         return dataset, transfer_syntax_uid, header.dataset_offset

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +105,11 @@ def read_instance_uids(path: Path) -> InstanceUIDs:
         )
     except Exception:  # pydicom raises many types on corrupt input
         return InstanceUIDs()
+    return instance_uids(dataset)
+
+
+def instance_uids(dataset: Dataset) -> InstanceUIDs:
+    """Return the identifying UIDs of ``dataset``, from its File Meta where it lacks them."""
     file_meta = getattr(dataset, "file_meta", None)
     sop_class_uid = _element_value(dataset, "SOPClassUID") or _element_value(
         file_meta, "MediaStorageSOPClassUID"
@@ -117,6 +124,14 @@ def read_instance_uids(path: Path) -> InstanceUIDs:
             _element_value(dataset, "StudyInstanceUID"), "StudyInstanceUID"
         ),
     )
+
+
+class _PartRejectedError(Exception):
+    """An error that the inspection raises to reject a part before the archive stores it."""
+
+    def __init__(self, failure: FailedPart) -> None:
+        self.failure = failure
+        super().__init__(failure.message)
 
 
 def _check_study(
@@ -169,31 +184,50 @@ def store_part(
         )
     path = part.path
     part.path = None
-    try:
-        uids = read_instance_uids(path)
+    # The store pipeline parses the file once and hands the dataset to inspect(), which
+    # keeps its UIDs for the response and rejects an instance of another study. A second
+    # name for the file keeps it readable for the UIDs of a part that fails before that.
+    inspected: list[InstanceUIDs] = []
+    second_name = path.with_name(path.name + ".second_name")
+
+    def inspect(dataset: Dataset) -> None:
+        uids = instance_uids(dataset)
+        inspected.append(uids)
         study_failure = _check_study(part.number, uids, study_instance_uid)
         if study_failure is not None:
-            return study_failure
-        try:
-            instance = archive.store_part10(path)
-        except StoreFailedError as error:
-            return FailedPart(part.number, uids, error.reason, error.message)
-        except Exception as error:
-            logger.exception(
-                "storing STOW-RS part %d (SOP Instance UID %s) failed unexpectedly",
-                part.number,
-                uids.sop_instance_uid or "unknown",
-            )
-            return FailedPart(
-                part.number,
-                uids,
-                FailureReason.PROCESSING_FAILURE,
-                f"storing the instance failed with {type(error).__name__}: {error}; "
-                "the server log has the details",
-            )
-        return StoredPart(part.number, instance)
+            raise _PartRejectedError(study_failure)
+
+    def failed_uids() -> InstanceUIDs:
+        if inspected:
+            return inspected[0]
+        return read_instance_uids(second_name) if second_name.exists() else InstanceUIDs()
+
+    with contextlib.suppress(OSError):  # without it, such a part is reported without UIDs
+        os.link(path, second_name)
+    try:
+        instance = archive.store_part10(path, inspect=inspect)
+    except _PartRejectedError as rejected:
+        return rejected.failure
+    except StoreFailedError as error:
+        return FailedPart(part.number, failed_uids(), error.reason, error.message)
+    except Exception as error:
+        uids = failed_uids()
+        logger.exception(
+            "storing STOW-RS part %d (SOP Instance UID %s) failed unexpectedly",
+            part.number,
+            uids.sop_instance_uid or "unknown",
+        )
+        return FailedPart(
+            part.number,
+            uids,
+            FailureReason.PROCESSING_FAILURE,
+            f"storing the instance failed with {type(error).__name__}: {error}; "
+            "the server log has the details",
+        )
     finally:
         path.unlink(missing_ok=True)
+        second_name.unlink(missing_ok=True)
+    return StoredPart(part.number, instance)
 
 
 async def store_parts(
