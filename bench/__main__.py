@@ -6,13 +6,17 @@ Writes the results to ``docs/benchmarks/<name>.json`` and renders ``docs/benchma
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import io
 import json
 import logging
 import os
 import platform
 import shlex
 import shutil
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -32,6 +36,8 @@ RESULTS_DIR = REPOSITORY / "docs" / "benchmarks"
 PAGE = REPOSITORY / "docs" / "benchmarks.md"
 # Set in the process that runs from the copy of the packages: the run's work folder.
 SNAPSHOT_VARIABLE = "NOCTIS_BENCH_WORK_DIR"
+# Set there too with --baseline: the revision whose packages lie in <work>/baseline.
+BASELINE_VARIABLE = "NOCTIS_BENCH_BASELINE"
 
 QUICK_OPTIONS = RunOptions(
     repetitions=2,
@@ -108,6 +114,12 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         "--quick) and add it to the existing results file",
     )
     parser.add_argument(
+        "--baseline",
+        metavar="REVISION",
+        help="also measure ingest with the Noctis packages of this git revision, as the "
+        "target noctis-baseline, to show what the changes since then gained",
+    )
+    parser.add_argument(
         "--render-only",
         action="store_true",
         help="only render docs/benchmarks.md from docs/benchmarks/full.json",
@@ -115,21 +127,51 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_from_snapshot(work_dir: Path) -> None:
+def copy_packages(tree: Path, target: Path) -> None:
+    """Copy the ``noctis_*`` packages of the checkout at ``tree`` into ``target``."""
+    for package in sorted(tree.glob("*/*/noctis_*")):
+        in_package_folder = package.parent.parent.name in ("libs", "services")
+        if package.is_dir() and package.suffix != ".egg-info" and in_package_folder:
+            shutil.copytree(
+                package, target / package.name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+
+
+def export_revision(revision: str, target: Path) -> None:
+    """Write the libs and services folders of git ``revision`` into ``target``."""
+    result = subprocess.run(
+        ["git", "-C", str(REPOSITORY), "archive", "--format=tar", revision, "libs", "services"],
+        capture_output=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(
+            f"git archive of the baseline revision {revision!r} failed: "
+            f"{result.stderr.decode(errors='replace').strip()}; name a commit of this repository"
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(result.stdout)) as archive:
+        archive.extractall(target, filter="data")
+
+
+def run_from_snapshot(work_dir: Path, revision: str | None = None) -> None:
     """Copy the Noctis packages into ``work_dir`` and run this command again from the copy.
 
     Every target is a new Python process that imports Noctis when it starts. Running
     them from a copy keeps all of them on the same code while the working tree changes.
+    With ``revision``, the packages of that git revision are copied as well, for the
+    ``noctis-baseline`` target.
     """
+    copy_packages(REPOSITORY, work_dir / "source")
     source = work_dir / "source"
-    for package in sorted(REPOSITORY.glob("*/*/noctis_*")):
-        in_package_folder = package.parent.parent.name in ("libs", "services")
-        if package.is_dir() and package.suffix != ".egg-info" and in_package_folder:
-            shutil.copytree(
-                package, source / package.name, ignore=shutil.ignore_patterns("__pycache__")
-            )
+    baseline: dict[str, str] = {}
+    if revision is not None:
+        export_revision(revision, work_dir / "baseline-tree")
+        copy_packages(work_dir / "baseline-tree", work_dir / "baseline")
+        baseline[BASELINE_VARIABLE] = revision
     environment = {
         **os.environ,
+        **baseline,
         SNAPSHOT_VARIABLE: str(work_dir),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")])),
     }
@@ -177,8 +219,18 @@ def main(argv: list[str] | None = None) -> None:
             "existing results file, so run python -m bench first or name one with --output."
         )
     if SNAPSHOT_VARIABLE not in os.environ:
-        run_from_snapshot(arguments.work_dir or Path(tempfile.mkdtemp(prefix="noctis-bench-")))
+        run_from_snapshot(
+            arguments.work_dir or Path(tempfile.mkdtemp(prefix="noctis-bench-")),
+            arguments.baseline,
+        )
     work_dir = Path(os.environ[SNAPSHOT_VARIABLE])
+    baseline_revision = os.environ.get(BASELINE_VARIABLE)
+    if baseline_revision is not None:
+        options = dataclasses.replace(
+            options,
+            baseline_revision=baseline_revision,
+            baseline_packages=str(work_dir / "baseline"),
+        )
     started_at = datetime.now(UTC)
     started = time.monotonic()
     machine = machine_description()

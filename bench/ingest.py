@@ -18,7 +18,15 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, func, select
 
-from bench.peers import SERVER_ENVIRONMENT, NoctisArchive, NoctisScaleOut, Orthanc, Storescp, Target
+from bench.peers import (
+    SERVER_ENVIRONMENT,
+    BarePynetdicom,
+    NoctisArchive,
+    NoctisScaleOut,
+    Orthanc,
+    Storescp,
+    Target,
+)
 from noctis_common.db.models import Instance
 
 logger = logging.getLogger(__name__)
@@ -154,6 +162,8 @@ def stored_count(target: Target) -> int:
     """Return how many instances ``target`` has stored."""
     if isinstance(target, Storescp):
         return sum(1 for path in (target.work_dir / "received").iterdir() if path.is_file())
+    if isinstance(target, BarePynetdicom):
+        return sum(1 for path in (target.work_dir / "received").glob("*.dcm"))
     if isinstance(target, Orthanc):
         assert target.dicomweb_url is not None
         url = target.dicomweb_url.removesuffix("/dicom-web") + "/statistics"

@@ -193,6 +193,24 @@ class Storescp(Target):
         self.dimse_ports = [port]
 
 
+@dataclass
+class BarePynetdicom(Target):
+    """``bench.pynetdicom_scp``: pynetdicom keeping what it receives, nothing else."""
+
+    def start(self) -> None:
+        port = free_port()
+        received = self.work_dir / "received"
+        received.mkdir(parents=True, exist_ok=True)
+        process = start_process(
+            [sys.executable, "-m", "bench.pynetdicom_scp", str(port), str(received)],
+            self.work_dir / "pynetdicom.log",
+            SERVER_ENVIRONMENT,
+        )
+        self.processes.append(process)
+        wait_for_port(port, process, START_TIMEOUT_S)
+        self.dimse_ports = [port]
+
+
 def find_orthanc() -> tuple[str, str]:
     """Return the Orthanc binary and its DICOMweb plugin, or raise when either is absent."""
     binary = shutil.which("Orthanc") or (

@@ -19,6 +19,7 @@ from pydicom import dcmread
 from bench.corpus import Corpus, CorpusStudy, generate_long_ingest_corpus
 from bench.ingest import IngestFailedError, measure_ingest, send_c_store, stored_count
 from bench.peers import (
+    BarePynetdicom,
     NoctisArchive,
     NoctisQidoServices,
     NoctisScaleOut,
@@ -70,6 +71,10 @@ class RunOptions:
     # once per repetition to a fresh Noctis and a fresh durable Orthanc.
     memory_ingest_instances: int = 10_000
     memory_repetitions: int = 1
+    # python -m bench --baseline REVISION: the ingest measures add the target
+    # noctis-baseline, running the Noctis packages of that revision from this folder.
+    baseline_revision: str | None = None
+    baseline_packages: str | None = None
 
 
 def rotated(items: list[Any], repetition: int) -> list[Any]:
@@ -125,15 +130,11 @@ class BenchmarkRun:
     def _dimse_targets(self, associations: int) -> list[Callable[[], Target]]:
         factories: list[Callable[[], Target]] = [
             lambda: Storescp("storescp", self._folder("storescp")),
+            lambda: BarePynetdicom("pynetdicom", self._folder("pynetdicom")),
             lambda: Orthanc("orthanc", self._folder("orthanc")),
             lambda: Orthanc("orthanc-fast", self._folder("orthanc-fast"), fast=True),
             lambda: NoctisArchive("noctis", self._folder("noctis")),
-            # The same without batching the outbox relay's work: the "before" of that change.
-            lambda: NoctisArchive(
-                "noctis-relay-unbatched",
-                self._folder("noctis-relay-unbatched"),
-                extra_environment={"NOCTIS_OUTBOX_RELAY_BATCH_DELAY_S": "0"},
-            ),
+            *self._baseline_targets(),
         ]
         if associations > 1:
             for gateways in self.options.scaleout_gateways:
@@ -158,6 +159,22 @@ class BenchmarkRun:
         return [
             lambda: Orthanc("orthanc", self._folder("orthanc")),
             lambda: NoctisArchive("noctis", self._folder("noctis")),
+            *self._baseline_targets(),
+        ]
+
+    def _baseline_targets(self) -> list[Callable[[], Target]]:
+        """Return the noctis-baseline target when the run has a baseline revision."""
+        packages = self.options.baseline_packages
+        if packages is None:
+            return []
+        # The baseline's packages come first on the path, ahead of the run's copy.
+        path = os.pathsep.join(filter(None, [packages, os.environ.get("PYTHONPATH")]))
+        return [
+            lambda: NoctisArchive(
+                "noctis-baseline",
+                self._folder("noctis-baseline"),
+                extra_environment={"PYTHONPATH": path},
+            )
         ]
 
     def measure_ingest(self) -> None:
