@@ -184,3 +184,16 @@ def test_frame_layout_moved_with_its_bytes() -> None:
     assert native.moved_by(-60).frame_range(2) == (852, 512)
     assert encapsulated.moved_by(-60).frame_ranges == ((360, 100), (468, 90))
     assert encapsulated.moved_by(-60).pixel_data_offset == 340
+
+
+@pytest.mark.parametrize("empty", ["sop_class_uid", "sop_instance_uid", "transfer_syntax"])
+def test_received_file_meta_needs_every_uid(empty: str) -> None:
+    values = {
+        "sop_class_uid": CT_IMAGE_STORAGE,
+        "sop_instance_uid": "1.2.3.4",
+        "transfer_syntax": ExplicitVRLittleEndian,
+    }
+    values[empty] = ""
+
+    with pytest.raises(ValueError, match="cannot be stored"):
+        received_file_meta(**values)

@@ -188,7 +188,21 @@ def received_file_meta(
 
     This replaces pynetdicom's ``create_file_meta`` and takes its keyword names;
     :func:`write_received_file_meta` replaces the writer that pynetdicom then calls.
+    Raises :class:`ValueError` when a value is empty, as pydicom's writer did for the
+    File Meta Information that pynetdicom built: pynetdicom then aborts the
+    association, because a C-STORE request without its Affected SOP Class or Instance
+    UID cannot be answered.
     """
+    values = {
+        "Affected SOP Class UID": sop_class_uid,
+        "Affected SOP Instance UID": sop_instance_uid,
+        "Transfer Syntax UID": transfer_syntax,
+    }
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise ValueError(
+            f"the C-STORE request has no {' or '.join(missing)}, so its dataset cannot be stored"
+        )
     return ReceivedFileMeta(str(sop_class_uid), str(sop_instance_uid), str(transfer_syntax))
 
 
