@@ -174,7 +174,7 @@ def _header_bytes(
 
 @dataclass(frozen=True)
 class ReceivedFileMeta:
-    """What pynetdicom passes on to write ahead of a dataset it spools."""
+    """The values of the File Meta Information that pynetdicom writes ahead of a spooled dataset."""
 
     sop_class_uid: str
     sop_instance_uid: str
@@ -189,9 +189,9 @@ def received_file_meta(
     This replaces pynetdicom's ``create_file_meta`` and takes its keyword names;
     :func:`write_received_file_meta` replaces the writer that pynetdicom then calls.
     Raises :class:`ValueError` when a value is empty, as pydicom's writer did for the
-    File Meta Information that pynetdicom built: pynetdicom then aborts the
-    association, because a C-STORE request without its Affected SOP Class or Instance
-    UID cannot be answered.
+    File Meta Information that pynetdicom built. pynetdicom then aborts the
+    association, because it cannot send a C-STORE response without the Affected SOP
+    Class or Instance UID.
     """
     values = {
         "Affected SOP Class UID": sop_class_uid,
