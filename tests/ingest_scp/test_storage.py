@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -184,7 +185,7 @@ def test_unexpected_error_keeps_association(
     original_store = Archive.store_part10
     calls = 0
 
-    def store_failing_once(path: Path, **keywords: str | None) -> object:
+    def store_failing_once(path: Path, **keywords: Any) -> object:
         nonlocal calls
         calls += 1
         if calls == 1:
