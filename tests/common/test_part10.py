@@ -17,6 +17,7 @@ from noctis_common.dicom.part10 import (
     PREAMBLE_LENGTH,
     PREFIX,
     Part10Error,
+    WrittenPart10,
     encode_file_meta,
     finish_received_part10,
     read_part10_header,
@@ -53,6 +54,19 @@ def _received_file(path: Path, sop_instance_uid: str, dataset: bytes) -> int:
     return offset
 
 
+def _finish(
+    path: Path, offset: int, sop_instance_uid: str, source_ae_title: str = "MODALITY1"
+) -> WrittenPart10 | None:
+    return finish_received_part10(
+        path,
+        offset,
+        sop_class_uid=CT_IMAGE_STORAGE,
+        sop_instance_uid=sop_instance_uid,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        source_ae_title=source_ae_title,
+    )
+
+
 @pytest.mark.parametrize("source_ae_title", [None, "", "STORESCU", "ODD", "A" * 16])
 def test_file_meta_encoded_as_pydicom_does(source_ae_title: str | None) -> None:
     values = {
@@ -81,14 +95,7 @@ def test_received_file_finished_in_place(tmp_path: Path) -> None:
     path = tmp_path / "received.dcm"
     offset = _received_file(path, sop_instance_uid, dataset)
 
-    written = finish_received_part10(
-        path,
-        offset,
-        sop_class_uid=CT_IMAGE_STORAGE,
-        sop_instance_uid=sop_instance_uid,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-        source_ae_title="MODALITY1",
-    )
+    written = _finish(path, offset, sop_instance_uid)
 
     assert written is not None
     assert written.path == path
@@ -128,14 +135,7 @@ def test_other_file_meta_length_left_unchanged(tmp_path: Path) -> None:
     before = path.read_bytes()
     offset = read_part10_header(io.BytesIO(before)).dataset_offset
 
-    written = finish_received_part10(
-        path,
-        offset,
-        sop_class_uid=CT_IMAGE_STORAGE,
-        sop_instance_uid=sop_instance_uid,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-        source_ae_title="MODALITY1",
-    )
+    written = _finish(path, offset, sop_instance_uid)
 
     assert written is None
     assert path.read_bytes() == before
@@ -147,14 +147,7 @@ def test_overlong_ae_title_left_unchanged(tmp_path: Path) -> None:
     offset = _received_file(path, sop_instance_uid, dataset)
     before = path.read_bytes()
 
-    written = finish_received_part10(
-        path,
-        offset,
-        sop_class_uid=CT_IMAGE_STORAGE,
-        sop_instance_uid=sop_instance_uid,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-        source_ae_title="A" * 17,
-    )
+    written = _finish(path, offset, sop_instance_uid, source_ae_title="A" * 17)
 
     assert written is None
     assert path.read_bytes() == before
@@ -165,14 +158,7 @@ def test_received_file_without_dataset_rejected(tmp_path: Path) -> None:
     offset = _received_file(path, "1.2.3.4", b"")
 
     with pytest.raises(Part10Error, match="empty"):
-        finish_received_part10(
-            path,
-            offset,
-            sop_class_uid=CT_IMAGE_STORAGE,
-            sop_instance_uid="1.2.3.4",
-            transfer_syntax_uid=ExplicitVRLittleEndian,
-            source_ae_title="MODALITY1",
-        )
+        _finish(path, offset, "1.2.3.4")
 
 
 def test_frame_layout_moved_with_its_bytes() -> None:

@@ -202,7 +202,8 @@ def store_part(
             return inspected[0]
         return read_instance_uids(second_name) if second_name.exists() else InstanceUIDs()
 
-    with contextlib.suppress(OSError):  # without it, such a part is reported without UIDs
+    # Should the link fail, a part that fails before inspect() is reported without UIDs.
+    with contextlib.suppress(OSError):
         os.link(path, second_name)
     try:
         instance = archive.store_part10(path, inspect=inspect)

@@ -105,7 +105,7 @@ class Database:
                 hide_parameters=True,
             )
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        # Serialises this process's SQLite write transactions; see write_transaction().
+        # Serialises this process's SQLite write transactions. See write_transaction().
         self.sqlite_writer_lock = threading.Lock()
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_engine = self.engine.execution_options(noctis_write=True)

@@ -295,8 +295,8 @@ def write_part10(
     with open(target, "wb") as output:
         output.write(header)
         dataset_offset = len(header)
-        # One buffer per thread, reused: a fresh megabyte for every object would cost
-        # page faults on each allocation.
+        # One reused buffer per thread, so that copying an object allocates no new
+        # megabyte.
         buffer = _copy_buffer()
         while count := dataset_source.readinto(buffer):  # type: ignore[attr-defined]
             with buffer[:count] as chunk:
