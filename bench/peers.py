@@ -195,14 +195,20 @@ class Storescp(Target):
 
 @dataclass
 class BarePynetdicom(Target):
-    """``bench.pynetdicom_scp``: pynetdicom keeping what it receives, nothing else."""
+    """``bench.pynetdicom_scp``: pynetdicom keeping what it receives, nothing else.
+
+    With ``event_driven``, its reactor threads wait as Noctis's do.
+    """
+
+    event_driven: bool = False
 
     def start(self) -> None:
         port = free_port()
         received = self.work_dir / "received"
         received.mkdir(parents=True, exist_ok=True)
+        flags = ["--event-driven"] if self.event_driven else []
         process = start_process(
-            [sys.executable, "-m", "bench.pynetdicom_scp", str(port), str(received)],
+            [sys.executable, "-m", "bench.pynetdicom_scp", str(port), str(received), *flags],
             self.work_dir / "pynetdicom.log",
             SERVER_ENVIRONMENT,
         )

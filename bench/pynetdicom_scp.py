@@ -1,8 +1,12 @@
-"""A bare pynetdicom Storage SCP for the benchmarks: ``python -m bench.pynetdicom_scp PORT FOLDER``.
+"""A bare pynetdicom Storage SCP for the benchmarks.
+
+``python -m bench.pynetdicom_scp PORT FOLDER [--event-driven]``
 
 It keeps each received dataset in the file that pynetdicom spools it into and does
 nothing else: no parse, no index, no sync to disk. Its rate is what pynetdicom itself
-allows, the ceiling of any SCP built on it, Noctis included.
+allows, the ceiling of any SCP built on it. With ``--event-driven`` its reactor threads
+get the waits that Noctis gives them (:mod:`noctis_ingest_scp.reactors`), which makes it
+the ceiling of Noctis's DIMSE path.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import tempfile
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
-from pynetdicom.events import Event
+from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from noctis_ingest_scp.reactors import EventDrivenReactors, install_clock
 
 MAXIMUM_ASSOCIATIONS = 32
 
@@ -40,7 +46,14 @@ def main() -> None:
             context.abstract_syntax, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
         )
     ae.add_supported_context(Verification)
-    ae.start_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, handle_store)])
+    handlers: list[EventHandlerType] = [(evt.EVT_C_STORE, handle_store)]
+    if "--event-driven" in sys.argv[3:] and install_clock():
+        reactors = EventDrivenReactors()
+        handlers += [
+            (evt.EVT_CONN_OPEN, reactors.handle_connection_open),
+            (evt.EVT_CONN_CLOSE, reactors.handle_connection_close),
+        ]
+    ae.start_server(("127.0.0.1", port), evt_handlers=handlers)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ NOCTIS_TARGETS = (
     "noctis-scaleout-2",
     "noctis-scaleout-4",
 )
-PEERS = ("orthanc", "orthanc-fast", "storescp", "pynetdicom")
+PEERS = ("orthanc", "orthanc-fast", "storescp", "pynetdicom", "pynetdicom-events")
 EMPTY_ARRAY_BYTES = len("[]")
 
 Row = dict[str, Any]

@@ -131,6 +131,9 @@ class BenchmarkRun:
         factories: list[Callable[[], Target]] = [
             lambda: Storescp("storescp", self._folder("storescp")),
             lambda: BarePynetdicom("pynetdicom", self._folder("pynetdicom")),
+            lambda: BarePynetdicom(
+                "pynetdicom-events", self._folder("pynetdicom-events"), event_driven=True
+            ),
             lambda: Orthanc("orthanc", self._folder("orthanc")),
             lambda: Orthanc("orthanc-fast", self._folder("orthanc-fast"), fast=True),
             lambda: NoctisArchive("noctis", self._folder("noctis")),

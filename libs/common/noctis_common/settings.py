@@ -143,6 +143,10 @@ class Settings(BaseSettings):
     ae_title: str = Field(default="NOCTIS", min_length=1, max_length=16)
     dimse_max_associations: int = Field(default=32, ge=1)
     dimse_max_pdu_bytes: int = Field(default=0, ge=0)
+    dimse_event_driven_reactors: bool = Field(
+        default=True,
+        description="Wake pynetdicom's reactor threads on work instead of polling every 1 ms.",
+    )
     dimse_acse_timeout_s: float = Field(default=30.0, gt=0)
     dimse_timeout_s: float = Field(default=60.0, gt=0)
     dimse_network_timeout_s: float = Field(default=60.0, gt=0)

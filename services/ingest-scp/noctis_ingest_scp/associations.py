@@ -32,6 +32,7 @@ from typing import Any
 from opentelemetry.trace import Span, SpanKind
 from pynetdicom.association import Association
 from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import A_RELEASE
 
 from noctis_common.metrics import DIMSE_ACTIVE_ASSOCIATIONS, DIMSE_ASSOCIATIONS
 from noctis_common.tracing import mark_failed, tracer
@@ -48,6 +49,8 @@ class AssociationRecord:
     duplicates: int = 0
     failed: int = 0
     echoes: int = 0
+    # Set when the SCP queues its A-RELEASE-RP to the peer's A-RELEASE-RQ, before it is sent.
+    release_answered: bool = False
     connected_at_ns: int = field(default_factory=time.time_ns)
     span: Span | None = None
 
@@ -138,11 +141,27 @@ class AssociationRegistry:
     def handle_rejected(self, event: Event) -> None:
         self._finish(event.assoc, "rejected", "rejected")
 
+    def handle_acse_sent(self, event: Event) -> None:
+        """Note an A-RELEASE response, which pynetdicom reports before sending it."""
+        primitive = getattr(event, "primitive", None)
+        if isinstance(primitive, A_RELEASE) and primitive.result is not None:
+            with self._lock:
+                record = self._records.get(event.assoc)
+                if record is not None:
+                    record.release_answered = True
+
     def handle_connection_close(self, event: Event) -> None:
-        # A peer's A-ABORT closes the connection before pynetdicom reports the abort.
+        # A peer's A-ABORT closes the connection before pynetdicom reports the abort,
+        # and a peer that got its A-RELEASE-RP may close it before pynetdicom reports
+        # the release.
         association = event.assoc
         aborted = association.is_aborted or association.acse.is_aborted()
-        if aborted:
+        with self._lock:
+            record = self._records.get(association)
+            released = record is not None and record.release_answered
+        if released:
+            self._finish(association, "released", "released")
+        elif aborted:
             self._finish(association, "aborted", "aborted")
         else:
             self._finish(association, "closed without release", "closed")

@@ -34,6 +34,7 @@ from noctis_ingest_scp.forwarding import Forwarder
 from noctis_ingest_scp.handlers import handle_c_echo, handle_c_store
 from noctis_ingest_scp.presentation import supported_presentation_contexts
 from noctis_ingest_scp.qr_service import QueryRetrieveSCP
+from noctis_ingest_scp.reactors import EventDrivenReactors, install_clock
 from noctis_ingest_scp.security import AccessControl
 from noctis_ingest_scp.tls import server_ssl_context
 
@@ -112,9 +113,17 @@ class StorageSCP:
             ae.network_timeout = settings.dimse_network_timeout_s
 
             registry = self.registry
-            handlers: list[EventHandlerType] = [
+            handlers: list[EventHandlerType] = []
+            if settings.dimse_event_driven_reactors and install_clock():
+                reactors = EventDrivenReactors()
+                handlers += [
+                    (evt.EVT_CONN_OPEN, reactors.handle_connection_open),
+                    (evt.EVT_CONN_CLOSE, reactors.handle_connection_close),
+                ]
+            handlers += [
                 (evt.EVT_CONN_OPEN, registry.handle_connection_open),
                 (evt.EVT_CONN_CLOSE, registry.handle_connection_close),
+                (evt.EVT_ACSE_SENT, registry.handle_acse_sent),
                 (evt.EVT_RELEASED, registry.handle_released),
                 (evt.EVT_ABORTED, registry.handle_aborted),
                 (evt.EVT_REJECTED, registry.handle_rejected),
