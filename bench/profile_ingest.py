@@ -33,11 +33,13 @@ SKIPPED_FRAMES = re.compile(r"^(Thread\._bootstrap|Thread\.run|thread \()")
 LINE_NUMBER = re.compile(r":\d+\)$")
 
 
-# Leaf frames of threads that wait: a lock, an event, a poll, or pynetdicom's reactor
-# sleeping between two polls of its socket. py-spy does not always count them as idle.
+# Leaf frames of threads that wait: a lock, an event, a poll, pynetdicom's reactor
+# sleeping between two polls of its socket, or the event-driven wait of its DUL thread
+# in select(). py-spy does not always count them as idle.
 WAITING_LEAVES = re.compile(
     r"^(Condition\.wait|Event\.wait|Queue\.get|_PollLikeSelector\.select|EpollSelector\.select"
-    r"|DULServiceProvider\.run_reactor \(pynetdicom/dul\.py:403\))"
+    r"|DULServiceProvider\.run_reactor \(pynetdicom/dul\.py:403\)"
+    r"|_AssociationWaits\.dul_wait )"
 )
 STORE_FRAME = "Archive._store_part10 (noctis_common/archive.py)"
 
