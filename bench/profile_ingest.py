@@ -28,6 +28,7 @@ from bench.peers import NoctisArchive
 logger = logging.getLogger("bench.profile_ingest")
 
 SAMPLES_PER_S = 200
+DEFAULT_SLICES = 200
 # Frames that every thread starts with; they show nothing about where the time goes.
 SKIPPED_FRAMES = re.compile(r"^(Thread\._bootstrap|Thread\.run|thread \()")
 LINE_NUMBER = re.compile(r":\d+\)$")
@@ -44,7 +45,7 @@ WAITING_LEAVES = re.compile(
 STORE_FRAME = "Archive._store_part10 (noctis_common/archive.py)"
 
 
-def summarize(raw_path: Path, top: int) -> str:
+def summarize(raw_path: Path, top: int, gil: bool = False) -> str:
     """Return per-thread, per-function and per-store-step sample shares of a py-spy raw file.
 
     Samples whose leaf frame waits (:data:`WAITING_LEAVES`) are left out.
@@ -69,7 +70,12 @@ def summarize(raw_path: Path, top: int) -> str:
             position = names.index(STORE_FRAME)
             step = names[position + 1] if position + 1 < len(names) else "(own code)"
             store_steps[step] += count
-    lines = [f"{total} samples of threads that were running or blocked in a system call", ""]
+    sampled = (
+        "of the thread holding the interpreter lock"
+        if gil
+        else "of threads that were running or blocked in a system call"
+    )
+    lines = [f"{total} samples {sampled}", ""]
     lines.append("By thread:")
     lines += [f"  {count / total:6.1%}  {name}" for name, count in threads.most_common(10)]
     lines += ["", f"Steps of {STORE_FRAME}:"]
@@ -79,7 +85,8 @@ def summarize(raw_path: Path, top: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def profile(output_dir: Path, slices: int, associations: int) -> Path:
+def profile(output_dir: Path, slices: int, associations: int, gil: bool = False) -> Path:
+    """Profile one ingest and write its summary; with ``gil``, sample only the lock holder."""
     binary = shutil.which("py-spy")
     if binary is None:
         candidate = Path(sys.executable).parent / "py-spy"
@@ -99,6 +106,7 @@ def profile(output_dir: Path, slices: int, associations: int) -> Path:
                 [
                     *(binary, "record", "--pid", str(target.pids[0]), "--threads"),
                     *("--rate", str(SAMPLES_PER_S), "--format", "raw", "-o", str(raw_path)),
+                    *(["--gil"] if gil else []),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -113,10 +121,13 @@ def profile(output_dir: Path, slices: int, associations: int) -> Path:
             f"C-STORE of {slices} CT slices of 512 x 512 on {associations} association(s) into "
             f"python -m noctis_archive on SQLite: {result.instances_per_s:.1f} instances/s, "
             f"{result.cpu_s * 1000 / result.instances:.1f} ms server CPU per instance.\n"
-            f"Command: python -m bench.profile_ingest --associations {associations}\n\n"
+            f"Command: python -m bench.profile_ingest --associations {associations}"
+            f"{'' if slices == DEFAULT_SLICES else f' --slices {slices}'}"
+            f"{' --gil' if gil else ''}\n\n"
         )
-        summary_path = output_dir / f"ingest-profile-x{associations}.txt"
-        summary_path.write_text(header + summarize(raw_path, top=40))
+        suffix = "-gil" if gil else ""
+        summary_path = output_dir / f"ingest-profile-x{associations}{suffix}.txt"
+        summary_path.write_text(header + summarize(raw_path, top=40, gil=gil))
         return summary_path
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -126,7 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.profile_ingest", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--slices", type=int, default=200, help="CT slices to send")
+    parser.add_argument("--slices", type=int, default=DEFAULT_SLICES, help="CT slices to send")
     parser.add_argument("--associations", type=int, default=1, help="concurrent associations")
     parser.add_argument(
         "--output-dir",
@@ -134,9 +145,14 @@ def main() -> None:
         default=Path(__file__).resolve().parent.parent / "docs" / "benchmarks",
         help="folder for the summary",
     )
+    parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="sample only the thread holding the interpreter lock (CPU in Python code)",
+    )
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    path = profile(arguments.output_dir, arguments.slices, arguments.associations)
+    path = profile(arguments.output_dir, arguments.slices, arguments.associations, arguments.gil)
     print(path.read_text())
 
 
