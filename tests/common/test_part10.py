@@ -9,6 +9,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
@@ -22,6 +23,7 @@ from noctis_common.dicom.part10 import (
     finish_received_part10,
     read_part10_header,
     received_file_meta,
+    spool_header,
     write_part10,
     write_received_file_meta,
 )
@@ -183,3 +185,93 @@ def test_received_file_meta_needs_every_uid(empty: str) -> None:
 
     with pytest.raises(ValueError, match="cannot be stored"):
         received_file_meta(**values)
+
+
+def _part10_file() -> tuple[bytes, int]:
+    """Return a Part 10 file of a small dataset as a sender writes it, and its dataset offset."""
+    buffer = io.BytesIO()
+    make_dataset().save_as(buffer, enforce_file_format=True)
+    raw = buffer.getvalue()
+    return raw, read_part10_header(io.BytesIO(raw)).dataset_offset
+
+
+def test_spool_header_matches_the_in_place_header(tmp_path: Path) -> None:
+    raw, offset = _part10_file()
+    sent = pydicom.dcmread(io.BytesIO(raw))
+
+    found = spool_header(raw, whole=False)
+
+    assert found is not None
+    header, dataset_offset = found
+    assert dataset_offset == offset
+    spooled = tmp_path / "part.dcm"
+    spooled.write_bytes(header + raw[offset:])
+    written = finish_received_part10(
+        spooled,
+        len(header),
+        sop_class_uid=sent.SOPClassUID,
+        sop_instance_uid=sent.SOPInstanceUID,
+        transfer_syntax_uid=sent.file_meta.TransferSyntaxUID,
+        source_ae_title=None,
+    )
+    assert written is not None
+    assert spooled.read_bytes()[len(header) :] == raw[offset:]
+    stored = pydicom.dcmread(spooled)
+    assert stored.file_meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
+    assert "SourceApplicationEntityTitle" not in stored.file_meta
+
+
+def test_spool_header_waits_for_the_whole_file_meta() -> None:
+    raw, offset = _part10_file()
+
+    assert spool_header(raw[: offset - 10], whole=False) is None
+    assert spool_header(raw[:offset], whole=False) is None
+    assert spool_header(raw[: offset + 12], whole=False) is not None
+
+
+def test_spool_header_of_a_short_whole_part_rejected() -> None:
+    raw, offset = _part10_file()
+
+    with pytest.raises(Part10Error):
+        spool_header(raw[: offset - 10], whole=True)
+    with pytest.raises(Part10Error, match="empty"):
+        spool_header(raw[:offset], whole=True)
+
+
+@pytest.mark.parametrize(
+    "form", ["without-preamble", "bare-file-meta"], ids=["DICM-first", "file-meta-first"]
+)
+def test_spool_header_of_short_forms(form: str) -> None:
+    raw, offset = _part10_file()
+    start = PREAMBLE_LENGTH if form == "without-preamble" else PREAMBLE_LENGTH + len(PREFIX)
+
+    found = spool_header(raw[start:], whole=True)
+
+    assert found is not None
+    assert found[1] == offset - start
+    assert found[0][PREAMBLE_LENGTH : PREAMBLE_LENGTH + len(PREFIX)] == PREFIX
+
+
+@pytest.mark.parametrize(
+    "keyword", ["MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID"]
+)
+@pytest.mark.parametrize("value", ["", "1.2.abc"], ids=["missing", "invalid"])
+def test_spool_header_needs_valid_uids(keyword: str, value: str) -> None:
+    dataset = make_dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    setattr(dataset.file_meta, keyword, value)
+    buffer = DicomBytesIO()
+    buffer.write(b"\x00" * PREAMBLE_LENGTH + PREFIX)
+    write_file_meta_info(buffer, dataset.file_meta, enforce_standard=False)
+    buffer.write(b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100")
+
+    with pytest.raises(Part10Error):
+        spool_header(buffer.getvalue(), whole=True)
+
+
+def test_spool_header_of_other_bytes_rejected() -> None:
+    with pytest.raises(Part10Error, match="not a DICOM Part 10 file"):
+        spool_header(b"%PDF-1.7 " * 100, whole=True)

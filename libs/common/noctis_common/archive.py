@@ -463,18 +463,16 @@ class Archive:
             # The frame layout comes from the parse above, in the received file's
             # positions; a copy moves every byte by the same amount.
             frame_layout = frame_layout_of(source, dataset, transfer_syntax_uid)
-            written = None
-            if source_ae_title:
-                # A C-STORE dataset that pynetdicom wrote behind room for Noctis's
-                # File Meta Information is stored as it is, without a copy.
-                written = finish_received_part10(
-                    path,
-                    dataset_offset,
-                    sop_class_uid=record.sop_class_uid,
-                    sop_instance_uid=record.sop_instance_uid,
-                    transfer_syntax_uid=transfer_syntax_uid,
-                    source_ae_title=source_ae_title,
-                )
+            # A dataset written behind room for Noctis's File Meta Information (by
+            # pynetdicom for a C-STORE, by the STOW-RS spooler) is stored without a copy.
+            written = finish_received_part10(
+                path,
+                dataset_offset,
+                sop_class_uid=record.sop_class_uid,
+                sop_instance_uid=record.sop_instance_uid,
+                transfer_syntax_uid=transfer_syntax_uid,
+                source_ae_title=source_ae_title,
+            )
             if written is None:
                 source.seek(dataset_offset)
                 spool_copy = self.new_spool_path()

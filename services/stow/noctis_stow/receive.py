@@ -1,4 +1,11 @@
-"""Receiving a Store request body: each part is streamed into its own spool file."""
+"""Receiving a Store request body: each part is streamed into its own spool file.
+
+A DICOM part's spool file starts with the header that the archive will give it (see
+:func:`noctis_common.dicom.part10.spool_header`) in place of the sender's File Meta
+Information, so that the archive stores the file without copying it. A part whose
+first bytes cannot get that header is written as sent, and the archive copies it or
+reports why it cannot store it.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from typing import BinaryIO
 from starlette import status
 
 from noctis_common.archive import Archive
+from noctis_common.dicom.part10 import Part10Error, spool_header
 from noctis_stow.media_types import DICOM, MediaTypeError, parse_media_type
 from noctis_stow.multipart import MultipartError, MultipartParser
 from noctis_stow.request import StowRequestError, request_too_large_message
@@ -23,6 +31,13 @@ logger = logging.getLogger(__name__)
 # NOTE: 100 000 is a guess at a count no single study reaches. A client with more
 # instances sends several requests.
 MAX_PARTS = 100_000
+# A part's first bytes are kept in memory until its File Meta Information is complete,
+# up to this many. File Meta Information is usually a few hundred bytes.
+MAX_HEAD_BYTES = 64 * 1024
+# The first attempt to parse a part's head waits for this many bytes, and each later
+# attempt for twice as many as the one before, so that a body sent in tiny chunks is
+# not parsed again for every chunk.
+FIRST_HEAD_ATTEMPT_BYTES = 512
 
 
 @dataclass
@@ -56,6 +71,10 @@ class PartSpooler:
         self.archive = archive
         self.parts: list[ReceivedPart] = []
         self._file: BinaryIO | None = None
+        # The current part's bytes before its dataset, until spool_header() has its
+        # header; None once they are written.
+        self._head: bytearray | None = None
+        self._next_head_attempt = FIRST_HEAD_ATTEMPT_BYTES
 
     def start_part(self, headers: dict[str, str]) -> None:
         if len(self.parts) >= MAX_PARTS:
@@ -74,20 +93,50 @@ class PartSpooler:
         if part.is_dicom:
             part.path = self.archive.new_spool_path(".part")
             self._file = open(part.path, "wb")  # noqa: SIM115 (closed in end_part or discard)
+            self._head = bytearray()
+            self._next_head_attempt = FIRST_HEAD_ATTEMPT_BYTES
 
     def write_part_data(self, data: bytes) -> None:
         self.parts[-1].size += len(data)
-        if self._file is not None:
+        if self._file is None:
+            return
+        if self._head is None:
             self._file.write(data)
+            return
+        self._head += data
+        if len(self._head) >= self._next_head_attempt:
+            self._write_head(whole=len(self._head) >= MAX_HEAD_BYTES)
 
     def end_part(self) -> None:
         if self._file is not None:
+            if self._head is not None:
+                self._write_head(whole=True)
             self._file.close()
             self._file = None
 
+    def _write_head(self, *, whole: bool) -> None:
+        """Write the part's first bytes behind Noctis's header, or as sent."""
+        assert self._file is not None and self._head is not None
+        head = self._head
+        try:
+            found = spool_header(head, whole=whole)
+        except Part10Error:
+            self._file.write(head)  # the archive reports the problem
+        else:
+            if found is None:
+                self._next_head_attempt = 2 * len(head)
+                return
+            header, dataset_offset = found
+            self._file.write(header)
+            self._file.write(memoryview(head)[dataset_offset:])
+        self._head = None
+
     def discard(self) -> None:
         """Close and delete every spool file written so far."""
-        self.end_part()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._head = None
         discard_parts(self.parts)
 
 

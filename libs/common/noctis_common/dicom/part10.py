@@ -12,6 +12,7 @@ import os
 import struct
 import threading
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,7 +20,12 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 
-from noctis_common.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from noctis_common.uids import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    InvalidUIDError,
+    validate_uid,
+)
 
 PREAMBLE_LENGTH = 128
 PREFIX = b"DICM"
@@ -225,6 +231,53 @@ def write_received_file_meta(
     )
 
 
+def spool_header(head: bytes | bytearray, *, whole: bool) -> tuple[bytes, int] | None:
+    """Return Noctis's header for the Part 10 bytes that ``head`` begins with.
+
+    The header is the preamble, the prefix and the File Meta Information that
+    :func:`finish_received_part10` will write for these bytes without a Source AE title,
+    built from the sender's Media Storage SOP Class and Instance UIDs and Transfer
+    Syntax UID. Writing it in place of the sender's File Meta Information, then the
+    dataset bytes, lets the archive store the spool file without a copy. Returns the
+    header and the position of the first dataset byte in ``head``.
+
+    Returns None while ``head`` may still be too short to hold the whole File Meta
+    Information, unless ``whole`` is true: ``head`` is then the whole part. Raises :class:`Part10Error`
+    when the bytes cannot get the header: not Part 10, File Meta Information that does
+    not parse, or a missing or invalid UID. The caller then keeps the bytes as sent,
+    and the archive reports the problem when it parses them.
+    """
+    try:
+        parsed = read_part10_header(BytesIO(head))
+    except Part10Error:
+        if whole:
+            raise
+        return None
+    # The File Meta Information is complete once the header of the next element (at
+    # most 12 bytes) has arrived, because pydicom then reads it and steps back.
+    if not whole and parsed.dataset_offset + 12 > len(head):
+        return None
+    if parsed.dataset_offset >= len(head):
+        raise Part10Error("the dataset is empty")
+    meta = parsed.file_meta
+    try:
+        sop_class_uid = validate_uid(meta.get("MediaStorageSOPClassUID", ""), "SOPClassUID")
+        sop_instance_uid = validate_uid(
+            meta.get("MediaStorageSOPInstanceUID", ""), "SOPInstanceUID"
+        )
+        transfer_syntax_uid = validate_uid(parsed.transfer_syntax_uid, "TransferSyntaxUID")
+    except InvalidUIDError as error:
+        raise Part10Error(f"the File Meta Information has an invalid UID: {error}") from error
+    except Exception as error:  # pydicom decodes values lazily and raises many types
+        raise Part10Error(f"the File Meta Information cannot be decoded: {error}") from error
+    header = _header_bytes(
+        sop_class_uid=sop_class_uid,
+        sop_instance_uid=sop_instance_uid,
+        transfer_syntax_uid=transfer_syntax_uid,
+    )
+    return header, parsed.dataset_offset
+
+
 def finish_received_part10(
     path: Path,
     dataset_offset: int,
@@ -232,24 +285,25 @@ def finish_received_part10(
     sop_class_uid: str,
     sop_instance_uid: str,
     transfer_syntax_uid: str,
-    source_ae_title: str,
+    source_ae_title: str | None,
 ) -> WrittenPart10 | None:
     """Give the received Part 10 file at ``path`` Noctis's File Meta Information in place.
 
     This works when the new File Meta Information has exactly the length of the one in
-    the file, as it has for files that began with :func:`received_file_meta`. The
-    dataset bytes then stay where they are and are only read, for their SHA-256.
+    the file, as it has for files that began with :func:`received_file_meta` (a
+    C-STORE, ``source_ae_title`` set) or with :func:`spool_header` (STOW-RS, no title).
+    The dataset bytes then stay where they are and are only read, for their SHA-256.
     Returns None, having changed nothing, when the lengths differ; the caller then
     writes a copy with :func:`write_part10`.
     """
-    title = source_ae_title.strip()
-    if len(title) > AE_TITLE_LENGTH:
+    title = source_ae_title.strip() if source_ae_title else None
+    if title is not None and len(title) > AE_TITLE_LENGTH:
         return None
     header = _header_bytes(
         sop_class_uid=sop_class_uid,
         sop_instance_uid=sop_instance_uid,
         transfer_syntax_uid=transfer_syntax_uid,
-        source_ae_title=title.ljust(AE_TITLE_LENGTH),
+        source_ae_title=title.ljust(AE_TITLE_LENGTH) if title is not None else None,
     )
     if len(header) != dataset_offset:
         return None
