@@ -242,9 +242,9 @@ def spool_header(head: bytes | bytearray, *, whole: bool) -> tuple[bytes, int] |
     header and the position of the first dataset byte in ``head``.
 
     Returns None while ``head`` may still be too short to hold the whole File Meta
-    Information, unless ``whole`` is true: ``head`` is then the whole part. Raises :class:`Part10Error`
-    when the bytes cannot get the header: not Part 10, File Meta Information that does
-    not parse, or a missing or invalid UID. The caller then keeps the bytes as sent,
+    Information, unless ``whole`` is true: ``head`` is then the whole part. Raises
+    :class:`Part10Error` when the bytes cannot get the header: not Part 10, File Meta
+    Information that does not parse, or a missing or invalid UID. The caller then keeps the bytes as sent,
     and the archive reports the problem when it parses them.
     """
     try:
