@@ -244,8 +244,8 @@ def spool_header(head: bytes | bytearray, *, whole: bool) -> tuple[bytes, int] |
     Returns None while ``head`` may still be too short to hold the whole File Meta
     Information, unless ``whole`` is true: ``head`` is then the whole part. Raises
     :class:`Part10Error` when the bytes cannot get the header: not Part 10, File Meta
-    Information that does not parse, or a missing or invalid UID. The caller then keeps the bytes as sent,
-    and the archive reports the problem when it parses them.
+    Information that does not parse, or a missing or invalid UID. The caller then keeps
+    the bytes as sent, and the archive reports the problem when it parses them.
     """
     try:
         parsed = read_part10_header(BytesIO(head))
