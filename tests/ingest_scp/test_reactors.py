@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -271,9 +273,25 @@ def test_handlers_close_the_wake_up_pair() -> None:
     event = SimpleNamespace(assoc=association)
 
     handlers.handle_connection_open(event)  # type: ignore[arg-type]
-    waits = handlers._waits[association]
+    waits = vars(association)["_noctis_waits"]
     handlers.handle_connection_close(event)  # type: ignore[arg-type]
 
     assert waits._wake_reader.fileno() == -1
     assert waits._wake_writer.fileno() == -1
-    assert association not in handlers._waits
+
+
+def test_unclosed_association_is_collected() -> None:
+    association = Association(AE(), "acceptor")
+    EventDrivenReactors().handle_connection_open(
+        SimpleNamespace(assoc=association)  # type: ignore[arg-type]
+    )
+    waits = vars(association)["_noctis_waits"]
+    reader = waits._wake_reader
+    del waits
+    collected = weakref.ref(association)
+
+    del association
+    gc.collect()
+
+    assert collected() is None
+    assert reader.fileno() == -1

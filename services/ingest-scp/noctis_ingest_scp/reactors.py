@@ -58,6 +58,9 @@ logger = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.02
 
 _WAIT_ATTRIBUTE = "_noctis_idle_wait"
+# Kept on the association itself, so that an association whose reader thread dies
+# without a close event is not kept alive by a table of waits.
+_WAITS_ATTRIBUTE = "_noctis_waits"
 
 
 class _ReactorClock:
@@ -235,21 +238,12 @@ def _close_pair(*sockets: socket.socket) -> None:
 class EventDrivenReactors:
     """EVT_CONN_OPEN and EVT_CONN_CLOSE handlers that give each association its waits."""
 
-    def __init__(self) -> None:
-        # Weak keys: an association whose reader thread died unclosed must not be kept.
-        self._waits: weakref.WeakKeyDictionary[Association, _AssociationWaits] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._lock = threading.Lock()
-
     def handle_connection_open(self, event: Event) -> None:
         waits = _AssociationWaits(event.assoc)
         waits.install()
-        with self._lock:
-            self._waits[event.assoc] = waits
+        setattr(event.assoc, _WAITS_ATTRIBUTE, waits)
 
     def handle_connection_close(self, event: Event) -> None:
-        with self._lock:
-            waits = self._waits.pop(event.assoc, None)
-        if waits is not None:
+        waits = getattr(event.assoc, _WAITS_ATTRIBUTE, None)
+        if isinstance(waits, _AssociationWaits):
             waits.close()
