@@ -22,6 +22,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from noctis_common.settings import Settings
 from noctis_ingest_scp import reactors
+from noctis_ingest_scp.associations import AssociationRegistry
 from noctis_ingest_scp.reactors import (
     EventDrivenReactors,
     _AssociationWaits,
@@ -90,6 +91,8 @@ def test_incoming_association_gets_waits_until_it_closes(sqlite_scp: RunningSCP)
         [served] = sqlite_scp.scp.active_associations
         assert callable(getattr(served, "_noctis_idle_wait", None))
         assert callable(getattr(served.dul, "_noctis_idle_wait", None))
+        # Outside the Query/Retrieve dispatcher, so that C-MOVE and C-GET count as served.
+        assert served._serve_request.__name__ == "serve_and_count"
         # The reactor must wake for each request and the DUL thread for each response.
         for _ in range(3):
             status = client.send_c_echo()
@@ -244,6 +247,22 @@ def test_association_wait_ends_on_work(
     waits.close()
 
 
+def test_association_wait_keeps_other_sleeps(
+    unstarted_association: tuple[Association, socket.socket, socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reactors, "IDLE_WAIT_S", 3600.0)
+    association, _local, _remote = unstarted_association
+    waits = _AssociationWaits(association)
+    waits.install()
+    # pynetdicom's 0.1 ms poll for a reactor to pause, as a C-MOVE sub-operation does.
+    waiting = run_in_thread(lambda: waits.association_wait(0.0001))
+
+    waiting.join(LIVENESS_S)
+    assert not waiting.is_alive()
+    waits.close()
+
+
 def test_association_wait_while_serving_sleeps_as_asked(
     unstarted_association: tuple[Association, socket.socket, socket.socket],
     monkeypatch: pytest.MonkeyPatch,
@@ -278,6 +297,22 @@ def test_handlers_close_the_wake_up_pair() -> None:
 
     assert waits._wake_reader.fileno() == -1
     assert waits._wake_writer.fileno() == -1
+
+
+def test_registry_closes_the_wake_up_pair() -> None:
+    association = Association(AE(), "acceptor")
+    EventDrivenReactors().handle_connection_open(
+        SimpleNamespace(assoc=association)  # type: ignore[arg-type]
+    )
+    waits = vars(association)["_noctis_waits"]
+    registry = AssociationRegistry()
+    registry.record(association)
+
+    # What the registry does for an association whose reader thread failed, which
+    # pynetdicom ends without a close event.
+    registry._finish(association, "ended by a protocol error", "aborted")
+
+    assert waits._wake_reader.fileno() == -1
 
 
 def test_unclosed_association_is_collected() -> None:

@@ -36,6 +36,7 @@ from pynetdicom.pdu_primitives import A_RELEASE
 
 from noctis_common.metrics import DIMSE_ACTIVE_ASSOCIATIONS, DIMSE_ASSOCIATIONS
 from noctis_common.tracing import mark_failed, tracer
+from noctis_ingest_scp.reactors import close_waits
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ class AssociationRegistry:
         """Log and count an ended association; ``outcome_label`` is its metric label."""
         with self._lock:
             record = self._records.pop(association, None)
+        close_waits(association)
         if record is None:
             return  # already logged: pynetdicom may report an end more than once
         DIMSE_ACTIVE_ASSOCIATIONS.dec()

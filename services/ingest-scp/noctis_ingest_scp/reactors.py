@@ -21,8 +21,11 @@ This module lets those sleeps end as soon as there is work:
 
 Both waits end after :data:`IDLE_WAIT_S` at the latest, so the timers that the
 reactors check on each turn (ARTIM, the network timeout) fire at most that much late.
-While a handler runs in the association thread, every sleep there is pynetdicom's own,
-so the service classes' waits behave as they always did.
+In the association thread only the reactor's own 1 ms sleep between requests waits for
+a wake-up. Every other sleep there (a handler's, or pynetdicom's 0.1 ms polls while a
+C-MOVE sends on another association) keeps its length. The wake-up pair is closed on
+the close event, or when the association registry finishes an association whose
+reader thread failed without one.
 
 The waits rely on pynetdicom's internal names (the queues, ``_serve_request``,
 ``_reactor_checkpoint``). :func:`supported` checks for them; without them the gateway
@@ -56,6 +59,10 @@ logger = logging.getLogger(__name__)
 
 # Maximum wait of a reactor without a wake-up, after which it checks its timers again.
 IDLE_WAIT_S = 0.02
+# The sleep of pynetdicom's association reactor between two looks for work. Only that
+# sleep waits for a wake-up: the association thread sleeps for other reasons too, such
+# as 0.1 ms polls for a reactor to pause while a C-MOVE sends on another association.
+ASSOCIATION_REACTOR_POLL_S = 0.001
 
 _WAIT_ATTRIBUTE = "_noctis_idle_wait"
 # Kept on the association itself, so that an association whose reader thread dies
@@ -217,7 +224,7 @@ class _AssociationWaits:
 
     def association_wait(self, seconds: float) -> None:
         """Wait until a message is queued or the reactor is paused or stopped."""
-        if self._serving:
+        if self._serving or seconds != ASSOCIATION_REACTOR_POLL_S:
             # A handler, or pynetdicom serving a request for it, polls for a condition
             # of its own, so it keeps the sleep it requested.
             time.sleep(seconds)
@@ -244,6 +251,15 @@ class EventDrivenReactors:
         setattr(event.assoc, _WAITS_ATTRIBUTE, waits)
 
     def handle_connection_close(self, event: Event) -> None:
-        waits = getattr(event.assoc, _WAITS_ATTRIBUTE, None)
-        if isinstance(waits, _AssociationWaits):
-            waits.close()
+        close_waits(event.assoc)
+
+
+def close_waits(association: Association) -> None:
+    """Close the wake-up pair of ``association``, if it has one; the threads then poll.
+
+    Called on the close event and by the association registry when it finishes an
+    association, because pynetdicom sends no close event when the reader thread fails.
+    """
+    waits = getattr(association, _WAITS_ATTRIBUTE, None)
+    if isinstance(waits, _AssociationWaits):
+        waits.close()

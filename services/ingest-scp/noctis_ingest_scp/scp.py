@@ -113,14 +113,7 @@ class StorageSCP:
             ae.network_timeout = settings.dimse_network_timeout_s
 
             registry = self.registry
-            handlers: list[EventHandlerType] = []
-            if settings.dimse_event_driven_reactors and install_clock():
-                reactors = EventDrivenReactors()
-                handlers += [
-                    (evt.EVT_CONN_OPEN, reactors.handle_connection_open),
-                    (evt.EVT_CONN_CLOSE, reactors.handle_connection_close),
-                ]
-            handlers += [
+            handlers: list[EventHandlerType] = [
                 (evt.EVT_CONN_OPEN, registry.handle_connection_open),
                 (evt.EVT_CONN_CLOSE, registry.handle_connection_close),
                 (evt.EVT_ACSE_SENT, registry.handle_acse_sent),
@@ -139,6 +132,14 @@ class StorageSCP:
                 (evt.EVT_C_FIND, query_retrieve.handle_c_find),
                 (evt.EVT_CONN_OPEN, query_retrieve.handle_connection_open),
             ]
+            if settings.dimse_event_driven_reactors and install_clock():
+                # Bound after the Query/Retrieve dispatcher, so that the reactors see
+                # every request it serves, C-MOVE and C-GET included, as served.
+                reactors = EventDrivenReactors()
+                handlers += [
+                    (evt.EVT_CONN_OPEN, reactors.handle_connection_open),
+                    (evt.EVT_CONN_CLOSE, reactors.handle_connection_close),
+                ]
             try:
                 self._server = ae.start_server(
                     (settings.dimse_host, settings.dimse_port),
