@@ -10,6 +10,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -61,6 +62,37 @@ def unstarted_association() -> Iterator[tuple[Association, socket.socket, socket
     yield association, local, remote
     local.close()
     remote.close()
+
+
+@dataclass
+class InstalledWaits:
+    """The waits of an unstarted association, with an idle wait that never ends."""
+
+    association: Association
+    waits: _AssociationWaits
+    remote: socket.socket
+
+
+@pytest.fixture
+def installed(
+    unstarted_association: tuple[Association, socket.socket, socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[InstalledWaits]:
+    # An hour: a wait that returns within LIVENESS_S was woken, not timed out.
+    monkeypatch.setattr(reactors, "IDLE_WAIT_S", 3600.0)
+    association, _local, remote = unstarted_association
+    waits = _AssociationWaits(association)
+    waits.install()
+    yield InstalledWaits(association, waits, remote)
+    waits.close()
+
+
+def assert_returns(wait: Callable[[], None], wake: Callable[[], None] = lambda: None) -> None:
+    """Run ``wait`` in a thread, call ``wake``, and check that the thread ends."""
+    waiting = run_in_thread(wait)
+    wake()
+    waiting.join(LIVENESS_S)
+    assert not waiting.is_alive()
 
 
 @pytest.mark.dcmtk
@@ -174,50 +206,26 @@ def test_waking_event_wakes_on_set_and_clear() -> None:
     assert len(wakes) == 2
 
 
-def test_dul_wait_ends_when_a_primitive_is_queued(
-    unstarted_association: tuple[Association, socket.socket, socket.socket],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(reactors, "IDLE_WAIT_S", 3600.0)
-    association, _local, _remote = unstarted_association
-    waits = _AssociationWaits(association)
-    waits.install()
-    waiting = run_in_thread(lambda: waits.dul_wait(0.001))
+def test_dul_wait_ends_when_a_primitive_is_queued(installed: InstalledWaits) -> None:
+    queue_primitive = installed.association.dul.to_provider_queue.put
 
-    association.dul.to_provider_queue.put(object())  # type: ignore[arg-type]
-
-    waiting.join(LIVENESS_S)
-    assert not waiting.is_alive()
-    waits.close()
+    assert_returns(
+        lambda: installed.waits.dul_wait(0.001),
+        lambda: queue_primitive(object()),  # type: ignore[arg-type]
+    )
 
 
-def test_dul_wait_ends_when_the_peer_sends(
-    unstarted_association: tuple[Association, socket.socket, socket.socket],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(reactors, "IDLE_WAIT_S", 3600.0)
-    association, _local, remote = unstarted_association
-    waits = _AssociationWaits(association)
-    waits.install()
-    waiting = run_in_thread(lambda: waits.dul_wait(0.001))
-
-    remote.sendall(b"\x07")
-
-    waiting.join(LIVENESS_S)
-    assert not waiting.is_alive()
-    waits.close()
+def test_dul_wait_ends_when_the_peer_sends(installed: InstalledWaits) -> None:
+    assert_returns(
+        lambda: installed.waits.dul_wait(0.001), lambda: installed.remote.sendall(b"\x07")
+    )
 
 
-def test_dul_wait_after_close_sleeps_as_asked(
-    unstarted_association: tuple[Association, socket.socket, socket.socket],
-) -> None:
-    association, _local, _remote = unstarted_association
-    waits = _AssociationWaits(association)
-    waits.install()
-    waits.close()
-    waits.wake_dul()  # a late wake-up finds the pair closed and is ignored
+def test_dul_wait_after_close_sleeps_as_asked(installed: InstalledWaits) -> None:
+    installed.waits.close()
+    installed.waits.wake_dul()  # a late wake-up finds the pair closed and is ignored
 
-    waits.dul_wait(0.001)
+    assert_returns(lambda: installed.waits.dul_wait(0.001))
 
 
 @pytest.mark.parametrize(
@@ -230,37 +238,16 @@ def test_dul_wait_after_close_sleeps_as_asked(
     ids=["dimse-message", "acse-primitive", "reactor-paused"],
 )
 def test_association_wait_ends_on_work(
-    unstarted_association: tuple[Association, socket.socket, socket.socket],
-    monkeypatch: pytest.MonkeyPatch,
-    wake: Callable[[Association], None],
+    installed: InstalledWaits, wake: Callable[[Association], None]
 ) -> None:
-    monkeypatch.setattr(reactors, "IDLE_WAIT_S", 3600.0)
-    association, _local, _remote = unstarted_association
-    waits = _AssociationWaits(association)
-    waits.install()
-    waiting = run_in_thread(lambda: waits.association_wait(0.001))
-
-    wake(association)
-
-    waiting.join(LIVENESS_S)
-    assert not waiting.is_alive()
-    waits.close()
+    assert_returns(
+        lambda: installed.waits.association_wait(0.001), lambda: wake(installed.association)
+    )
 
 
-def test_association_wait_keeps_other_sleeps(
-    unstarted_association: tuple[Association, socket.socket, socket.socket],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(reactors, "IDLE_WAIT_S", 3600.0)
-    association, _local, _remote = unstarted_association
-    waits = _AssociationWaits(association)
-    waits.install()
+def test_association_wait_keeps_other_sleeps(installed: InstalledWaits) -> None:
     # pynetdicom's 0.1 ms poll for a reactor to pause, as a C-MOVE sub-operation does.
-    waiting = run_in_thread(lambda: waits.association_wait(0.0001))
-
-    waiting.join(LIVENESS_S)
-    assert not waiting.is_alive()
-    waits.close()
+    assert_returns(lambda: installed.waits.association_wait(0.0001))
 
 
 def test_association_wait_while_serving_sleeps_as_asked(
@@ -270,19 +257,15 @@ def test_association_wait_while_serving_sleeps_as_asked(
     monkeypatch.setattr(reactors, "IDLE_WAIT_S", 3600.0)
     association, _local, _remote = unstarted_association
     waits = _AssociationWaits(association)
-    finished = threading.Event()
 
     def handler(*_arguments: object) -> None:
         # A handler's own poll gets the sleep it requested, not the idle wait.
         waits.association_wait(0.001)
-        finished.set()
 
     monkeypatch.setattr(association, "_serve_request", handler)
     waits.install()
-    serving = run_in_thread(lambda: association._serve_request(None, 1))  # type: ignore[arg-type]
 
-    serving.join(LIVENESS_S)
-    assert finished.is_set()
+    assert_returns(lambda: association._serve_request(None, 1))  # type: ignore[arg-type]
     waits.close()
 
 
