@@ -221,7 +221,7 @@ def test_dul_wait_ends_when_the_peer_sends(installed: InstalledWaits) -> None:
     )
 
 
-def test_dul_wait_after_close_sleeps_as_asked(installed: InstalledWaits) -> None:
+def test_dul_wait_after_close_sleeps_as_requested(installed: InstalledWaits) -> None:
     installed.waits.close()
     installed.waits.wake_dul()  # a late wake-up finds the pair closed and is ignored
 
@@ -250,7 +250,7 @@ def test_association_wait_keeps_other_sleeps(installed: InstalledWaits) -> None:
     assert_returns(lambda: installed.waits.association_wait(0.0001))
 
 
-def test_association_wait_while_serving_sleeps_as_asked(
+def test_association_wait_while_serving_sleeps_as_requested(
     unstarted_association: tuple[Association, socket.socket, socket.socket],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -280,6 +280,19 @@ def test_handlers_close_the_wake_up_pair() -> None:
 
     assert waits._wake_reader.fileno() == -1
     assert waits._wake_writer.fileno() == -1
+
+
+def test_association_without_queues_keeps_polling(caplog: pytest.LogCaptureFixture) -> None:
+    association = Association(AE(), "acceptor")
+    del association.dimse.msg_queue
+
+    with caplog.at_level(logging.WARNING):
+        EventDrivenReactors().handle_connection_open(
+            SimpleNamespace(assoc=association)  # type: ignore[arg-type]
+        )
+
+    assert "_noctis_waits" not in vars(association)
+    assert "keep polling" in caplog.text
 
 
 def test_registry_closes_the_wake_up_pair() -> None:

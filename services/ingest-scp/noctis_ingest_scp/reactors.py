@@ -1,8 +1,8 @@
 """Event-driven waits for the two reactor threads of each incoming association.
 
 pynetdicom 3 serves an association with two threads that poll. The DUL reactor reads
-the socket and sends queued PDUs; when it finds nothing to do it sleeps 1 ms and looks
-again. The association reactor sleeps 1 ms before each look at the decoded DIMSE
+the socket and sends queued PDUs, and when it finds nothing to do it sleeps 1 ms and
+looks again. The association reactor sleeps 1 ms before each look at the decoded DIMSE
 messages. A C-STORE therefore waits up to a millisecond at each hand-over: after the
 last PDU of a dataset arrives, before the handler starts, and again before the
 response is sent. On one association that made half the time of a bare pynetdicom
@@ -28,8 +28,10 @@ the close event, or when the association registry finishes an association whose
 reader thread failed without one.
 
 The waits rely on pynetdicom's internal names (the queues, ``_serve_request``,
-``_reactor_checkpoint``). :func:`supported` checks for them; without them the gateway
-logs a warning and keeps pynetdicom's polling, which is slower but correct.
+``_reactor_checkpoint``). :func:`supported` checks the module and class names, and each
+new association is checked for the queues and the event before its waits go in.
+Without them the gateway logs a warning and keeps pynetdicom's polling, which is
+slower but correct.
 ``NOCTIS_DIMSE_EVENT_DRIVEN_REACTORS=false`` keeps the polling too.
 """
 
@@ -71,7 +73,7 @@ _WAITS_ATTRIBUTE = "_noctis_waits"
 
 
 class _ReactorClock:
-    """Stands in for the ``time`` module inside pynetdicom's ``dul`` and ``association``."""
+    """A stand-in for the ``time`` module inside pynetdicom's ``dul`` and ``association``."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
@@ -246,12 +248,33 @@ class EventDrivenReactors:
     """EVT_CONN_OPEN and EVT_CONN_CLOSE handlers that give each association its waits."""
 
     def handle_connection_open(self, event: Event) -> None:
+        if not _has_instance_internals(event.assoc):
+            logger.warning(
+                "pynetdicom %s lacks the queues or the reactor event of an association; "
+                "its reactors keep polling",
+                pynetdicom.__version__,
+            )
+            return
         waits = _AssociationWaits(event.assoc)
         waits.install()
         setattr(event.assoc, _WAITS_ATTRIBUTE, waits)
 
     def handle_connection_close(self, event: Event) -> None:
         close_waits(event.assoc)
+
+
+def _has_instance_internals(association: Association) -> bool:
+    """Return whether ``association`` has the queues and the event that the waits wrap."""
+    dul = getattr(association, "dul", None)
+    dimse = getattr(association, "dimse", None)
+    queues = (
+        getattr(dul, "to_provider_queue", None),
+        getattr(dul, "to_user_queue", None),
+        getattr(dimse, "msg_queue", None),
+    )
+    return all(isinstance(item, queue.Queue) for item in queues) and isinstance(
+        getattr(association, "_reactor_checkpoint", None), threading.Event
+    )
 
 
 def close_waits(association: Association) -> None:

@@ -116,19 +116,20 @@ class PartSpooler:
 
     def _write_head(self, *, whole: bool) -> None:
         """Write the part's first bytes behind Noctis's header, or as sent."""
-        assert self._file is not None and self._head is not None
-        head = self._head
+        output, head = self._file, self._head
+        if output is None or head is None:
+            return
         try:
             found = spool_header(head, whole=whole)
         except Part10Error:
-            self._file.write(head)  # the archive reports the problem
+            output.write(head)  # the archive reports the problem
         else:
             if found is None:
                 self._next_head_attempt = 2 * len(head)
                 return
             header, dataset_offset = found
-            self._file.write(header)
-            self._file.write(memoryview(head)[dataset_offset:])
+            output.write(header)
+            output.write(memoryview(head)[dataset_offset:])
         self._head = None
 
     def discard(self) -> None:
