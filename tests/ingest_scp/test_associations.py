@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
@@ -16,9 +17,11 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import A_ABORT, A_RELEASE
 
 from noctis_common.settings import Settings
 from noctis_ingest_scp import scp as scp_module
+from noctis_ingest_scp.associations import AssociationRegistry
 from noctis_ingest_scp.presentation import VERIFICATION_SOP_CLASS_UID
 from tests.ingest_scp.helpers import RunningSCP, run_dcmtk, running_scp
 from tests.support import CT_IMAGE_STORAGE, dataset_bytes, make_dataset, write_series
@@ -162,6 +165,29 @@ def test_stop_aborts_open_associations(
         line.endswith(" aborted: 0 stored, 0 already stored, 0 failed, 0 C-ECHO")
         for line in summary_lines(caplog)
     )
+
+
+@pytest.mark.parametrize(
+    ("primitive", "outcome"),
+    [(A_ABORT(), " aborted: "), (A_RELEASE(), " released: ")],
+    ids=["abort-sent", "release-answered"],
+)
+def test_close_after_own_acse_message_counted(
+    primitive: A_ABORT | A_RELEASE, outcome: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=SUMMARY_LOGGER)
+    if isinstance(primitive, A_RELEASE):
+        primitive.result = "affirmative"
+    association = Association(AE(), "acceptor")
+    registry = AssociationRegistry()
+    registry.record(association)
+
+    # The peer closes the connection before pynetdicom reports the abort or release.
+    registry.handle_acse_sent(SimpleNamespace(assoc=association, primitive=primitive))  # type: ignore[arg-type]
+    registry.handle_connection_close(SimpleNamespace(assoc=association))  # type: ignore[arg-type]
+
+    [line] = summary_lines(caplog)
+    assert outcome in line
 
 
 def test_start_and_stop_repeatable(sqlite_settings: Settings) -> None:

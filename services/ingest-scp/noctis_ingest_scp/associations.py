@@ -32,7 +32,7 @@ from typing import Any
 from opentelemetry.trace import Span, SpanKind
 from pynetdicom.association import Association
 from pynetdicom.events import Event
-from pynetdicom.pdu_primitives import A_RELEASE
+from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT, A_RELEASE
 
 from noctis_common.metrics import DIMSE_ACTIVE_ASSOCIATIONS, DIMSE_ASSOCIATIONS
 from noctis_common.tracing import mark_failed, tracer
@@ -52,6 +52,8 @@ class AssociationRecord:
     echoes: int = 0
     # Set when the SCP queues its A-RELEASE-RP to the peer's A-RELEASE-RQ, before it is sent.
     release_answered: bool = False
+    # Set when the SCP queues an A-ABORT of its own, before it is sent.
+    abort_sent: bool = False
     connected_at_ns: int = field(default_factory=time.time_ns)
     span: Span | None = None
 
@@ -143,23 +145,28 @@ class AssociationRegistry:
         self._finish(event.assoc, "rejected", "rejected")
 
     def handle_acse_sent(self, event: Event) -> None:
-        """Note an A-RELEASE response, which pynetdicom reports before sending it."""
+        """Note an A-RELEASE response or an A-ABORT, which pynetdicom reports before sending."""
         primitive = getattr(event, "primitive", None)
-        if isinstance(primitive, A_RELEASE) and primitive.result is not None:
-            with self._lock:
-                record = self._records.get(event.assoc)
-                if record is not None:
-                    record.release_answered = True
+        answers_release = isinstance(primitive, A_RELEASE) and primitive.result is not None
+        aborts = isinstance(primitive, A_ABORT | A_P_ABORT)
+        if not (answers_release or aborts):
+            return
+        with self._lock:
+            record = self._records.get(event.assoc)
+            if record is not None:
+                record.release_answered |= answers_release
+                record.abort_sent |= aborts
 
     def handle_connection_close(self, event: Event) -> None:
-        # A peer's A-ABORT closes the connection before pynetdicom reports the abort,
-        # and a peer that got its A-RELEASE-RP may close it before pynetdicom reports
-        # the release.
+        # A peer's A-ABORT closes the connection before pynetdicom reports the abort.
+        # A peer that got the SCP's A-RELEASE-RP or A-ABORT may close it before
+        # pynetdicom reports the release or marks the association aborted.
         association = event.assoc
-        aborted = association.is_aborted or association.acse.is_aborted()
         with self._lock:
             record = self._records.get(association)
             released = record is not None and record.release_answered
+            abort_sent = record is not None and record.abort_sent
+        aborted = abort_sent or association.is_aborted or association.acse.is_aborted()
         if released:
             self._finish(association, "released", "released")
         elif aborted:
